@@ -5,3 +5,6 @@
 pub mod config;
 pub mod model;
 pub mod parse;
+pub mod currency;
+pub mod engine;
+pub mod replay;

@@ -1,0 +1,372 @@
+//! The event_id cache: one action per (pixel, event, event_id) within the TTL, browser and server
+//! copies merged within the merge window, consent applied across every copy of an action.
+//!
+//! Owns: pending actions (a held copy per source until the watermark passes the merge window),
+//! closed keys (12 bytes each, see `keys`), the release queue, and the duplicate and consent
+//! buckets. Must not: build outputs for released actions (the engine does, because emission also
+//! depends on order dedup and reconciliation); it hands released actions over and is told how
+//! they ended through [`Dedup::close`].
+
+use std::collections::BTreeSet;
+
+use hashbrown::HashMap;
+
+use crate::model::{Consent, DiscrepancyKind, Event, Source};
+
+use super::keys::{Fingerprint, KeyState, KeyTable};
+use super::stats::{DuplicateReason, Stats};
+use super::{push_discrepancy, Outputs};
+
+/// Bits kept per closed key.
+pub mod flags {
+    /// Emitted as a conversion.
+    pub const EMITTED: u8 = 1;
+    /// Dropped because a copy denied consent.
+    pub const CONSENT_DROPPED: u8 = 1 << 1;
+    /// Dropped because another action already converted its order.
+    pub const DUPLICATE_ORDER: u8 = 1 << 2;
+    pub const HAS_BROWSER: u8 = 1 << 3;
+    pub const HAS_SERVER: u8 = 1 << 4;
+    pub const BROWSER_DENIED: u8 = 1 << 5;
+    /// The action's one consent_violation has been raised.
+    pub const VIOLATION_RAISED: u8 = 1 << 6;
+
+    pub fn of_source(source: crate::model::Source) -> u8 {
+        match source {
+            crate::model::Source::Browser => HAS_BROWSER,
+            crate::model::Source::Server => HAS_SERVER,
+        }
+    }
+}
+
+/// The copies of one user action, from its first copy until release.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Action {
+    /// `None` for a copy without event_id, which can never be matched again.
+    pub fp: Option<Fingerprint>,
+    /// The conversion's record key.
+    pub key: String,
+    pub browser: Option<Event>,
+    pub server: Option<Event>,
+    /// Event time (ms) of the earliest copy: the action's merge window and TTL start here.
+    pub anchor: i64,
+    pub missing_event_id: bool,
+}
+
+impl Action {
+    fn new(fp: Option<Fingerprint>, key: String, event: Event, missing_event_id: bool) -> Action {
+        let anchor = event.event_time;
+        let mut action = Action {
+            fp,
+            key,
+            browser: None,
+            server: None,
+            anchor,
+            missing_event_id,
+        };
+        let source = event.source;
+        *action.slot(source) = Some(event);
+        action
+    }
+
+    fn slot(&mut self, source: Source) -> &mut Option<Event> {
+        match source {
+            Source::Browser => &mut self.browser,
+            Source::Server => &mut self.server,
+        }
+    }
+
+    pub fn copies(&self) -> u64 {
+        u64::from(self.browser.is_some()) + u64::from(self.server.is_some())
+    }
+
+    /// The first copy (smaller event time; ties: browser, then input position) and the other.
+    pub fn ordered(&self) -> (&Event, Option<&Event>) {
+        match (&self.browser, &self.server) {
+            (Some(b), Some(s)) => {
+                if (s.event_time, s.source, &s.position) < (b.event_time, b.source, &b.position) {
+                    (s, Some(b))
+                } else {
+                    (b, Some(s))
+                }
+            }
+            (Some(only), None) | (None, Some(only)) => (only, None),
+            (None, None) => unreachable!("an action always holds its first copy"),
+        }
+    }
+
+    fn source_flags(&self) -> u8 {
+        let mut f = 0;
+        if self.browser.is_some() {
+            f |= flags::HAS_BROWSER;
+        }
+        if self.server.is_some() {
+            f |= flags::HAS_SERVER;
+        }
+        f
+    }
+}
+
+/// The dedup rules' parameters, in the units they are compared in.
+#[derive(Debug, Clone)]
+pub struct DedupRules {
+    pub ttl_s: i64,
+    pub merge_window_ms: i64,
+    pub default_denied: bool,
+    pub pair_on_ttp: bool,
+}
+
+pub struct Dedup {
+    rules: DedupRules,
+    pending: HashMap<Fingerprint, Action>,
+    /// (due time, key): released in this order, which depends only on the data.
+    queue: BTreeSet<(i64, Fingerprint)>,
+    closed: KeyTable,
+}
+
+fn seconds(ms: i64) -> i64 {
+    ms.div_euclid(1000)
+}
+
+impl Dedup {
+    pub fn new(rules: DedupRules) -> Dedup {
+        Dedup {
+            rules,
+            pending: HashMap::new(),
+            queue: BTreeSet::new(),
+            closed: KeyTable::default(),
+        }
+    }
+
+    /// Offers one copy. Copies that complete nothing are counted here; actions that are ready
+    /// (a copy without event_id, any copy with a merge window of 0, a pending action superseded
+    /// after its TTL) are appended to `released`.
+    pub fn offer(
+        &mut self,
+        event: Event,
+        stats: &mut Stats,
+        out: &mut Outputs,
+        released: &mut Vec<Action>,
+    ) {
+        let denied = match event.consent {
+            Some(c) => c == Consent::Denied,
+            None => self.rules.default_denied,
+        };
+        let key_id = match (&event.event_id, &event.user.ttp) {
+            (Some(id), _) => Some(id.clone()),
+            (None, Some(ttp)) if self.rules.pair_on_ttp => Some(format!("ttp:{ttp}")),
+            _ => None,
+        };
+        let Some(key_id) = key_id else {
+            if denied {
+                stats.consent_dropped(1);
+                return;
+            }
+            let p = &event.position;
+            let key = format!(
+                "{}/{}/~{}:{}:{}:{}",
+                event.pixel,
+                event.event,
+                event.source.as_str(),
+                p.partition,
+                p.offset,
+                p.index
+            );
+            released.push(Action::new(None, key, event, true));
+            return;
+        };
+        let fp = Fingerprint::of(&[&event.pixel, &event.event, &key_id]);
+        let t = event.event_time;
+
+        if let Some(action) = self.pending.get(&fp) {
+            if seconds(t) >= seconds(action.anchor) + self.rules.ttl_s {
+                // Its TTL is over while it still waits (an input held the watermark back): the
+                // old action is complete, this copy starts a new one.
+                let old = self.remove_pending(fp);
+                released.push(old);
+            } else {
+                self.offer_to_pending(fp, event, denied, stats, out);
+                return;
+            }
+        }
+
+        if let Some(state) = self.closed.get(fp) {
+            if seconds(t) < i64::from(state.anchor_s) + self.rules.ttl_s {
+                self.offer_to_closed(fp, state, &event, denied, stats, out);
+                return;
+            }
+        }
+
+        let missing_event_id = event.event_id.is_none();
+        if denied {
+            stats.consent_dropped(1);
+            let mut f = flags::CONSENT_DROPPED | flags::of_source(event.source);
+            if event.source == Source::Browser {
+                f |= flags::BROWSER_DENIED;
+            }
+            self.close_key(fp, t, f);
+            return;
+        }
+        let key = format!("{}/{}/{}", event.pixel, event.event, key_id);
+        let action = Action::new(Some(fp), key, event, missing_event_id);
+        if self.rules.merge_window_ms == 0 {
+            released.push(action);
+            return;
+        }
+        self.queue
+            .insert((action.anchor + self.rules.merge_window_ms, fp));
+        self.pending.insert(fp, action);
+    }
+
+    fn offer_to_pending(
+        &mut self,
+        fp: Fingerprint,
+        event: Event,
+        denied: bool,
+        stats: &mut Stats,
+        out: &mut Outputs,
+    ) {
+        if denied {
+            let action = self.remove_pending(fp);
+            stats.consent_dropped(action.copies() + 1);
+            let mut f = flags::CONSENT_DROPPED | action.source_flags() | flags::of_source(event.source);
+            if event.source == Source::Browser {
+                f |= flags::BROWSER_DENIED;
+                if action.server.is_some() {
+                    f |= flags::VIOLATION_RAISED;
+                    consent_violation(&event, stats, out);
+                }
+            }
+            self.close_key(fp, action.anchor.min(event.event_time), f);
+            return;
+        }
+        let window = self.rules.merge_window_ms;
+        let action = self.pending.get_mut(&fp).expect("checked by caller");
+        if action.slot(event.source).is_some() {
+            stats.duplicates(DuplicateReason::SameSource, 1);
+            return;
+        }
+        if (event.event_time - action.anchor).abs() > window {
+            stats.duplicates(DuplicateReason::AfterMergeWindow, 1);
+            return;
+        }
+        let t = event.event_time;
+        let source = event.source;
+        *action.slot(source) = Some(event);
+        if t < action.anchor {
+            self.queue.remove(&(action.anchor + window, fp));
+            action.anchor = t;
+            self.queue.insert((t + window, fp));
+        }
+    }
+
+    fn offer_to_closed(
+        &mut self,
+        fp: Fingerprint,
+        state: KeyState,
+        event: &Event,
+        denied: bool,
+        stats: &mut Stats,
+        out: &mut Outputs,
+    ) {
+        let mut f = state.flags | flags::of_source(event.source);
+        if state.flags & flags::CONSENT_DROPPED != 0 {
+            stats.consent_dropped(1);
+            if denied && event.source == Source::Browser {
+                f |= flags::BROWSER_DENIED;
+            }
+            let violation = flags::BROWSER_DENIED | flags::HAS_SERVER;
+            if f & violation == violation && f & flags::VIOLATION_RAISED == 0 {
+                f |= flags::VIOLATION_RAISED;
+                consent_violation(event, stats, out);
+            }
+        } else if denied {
+            stats.consent_dropped(1);
+            if state.flags & flags::EMITTED != 0 {
+                let mut d = super::discrepancy_about(
+                    DiscrepancyKind::ConsentAfterEmit,
+                    event,
+                    &format!(
+                        "{}:{}:{}",
+                        event.position.partition, event.position.offset, event.position.index
+                    ),
+                );
+                d.source = Some(event.source);
+                push_discrepancy(d, stats, out);
+            }
+        } else {
+            let reason = if state.flags & flags::of_source(event.source) != 0 {
+                DuplicateReason::SameSource
+            } else if (event.event_time - i64::from(state.anchor_s) * 1000).abs()
+                > self.rules.merge_window_ms
+            {
+                DuplicateReason::AfterMergeWindow
+            } else {
+                DuplicateReason::AfterRelease
+            };
+            stats.duplicates(reason, 1);
+        }
+        self.closed.put(
+            fp,
+            KeyState {
+                anchor_s: state.anchor_s,
+                flags: f,
+            },
+        );
+    }
+
+    /// Records how a released action ended (`flags::EMITTED` or `flags::DUPLICATE_ORDER`).
+    pub fn close(&mut self, action: &Action, outcome: u8) {
+        if let Some(fp) = action.fp {
+            self.close_key(fp, action.anchor, outcome | action.source_flags());
+        }
+    }
+
+    fn close_key(&mut self, fp: Fingerprint, anchor_ms: i64, flags: u8) {
+        let anchor_s = u32::try_from(seconds(anchor_ms).max(0)).unwrap_or(u32::MAX);
+        self.closed.put(fp, KeyState { anchor_s, flags });
+    }
+
+    fn remove_pending(&mut self, fp: Fingerprint) -> Action {
+        let action = self.pending.remove(&fp).expect("pending action");
+        self.queue
+            .remove(&(action.anchor + self.rules.merge_window_ms, fp));
+        action
+    }
+
+    /// Due time of the earliest pending release.
+    pub fn next_due(&self) -> Option<i64> {
+        self.queue.first().map(|(due, _)| *due)
+    }
+
+    /// Releases the earliest pending action.
+    pub fn release_next(&mut self) -> Option<Action> {
+        let (_, fp) = self.queue.pop_first()?;
+        self.pending.remove(&fp)
+    }
+
+    /// Forgets closed keys that no copy still counted on time can reach (anchored more than
+    /// two TTLs behind the watermark: a copy within the TTL of such a key would be late).
+    pub fn expire(&mut self, watermark: i64) {
+        let cutoff = seconds(watermark) - 2 * self.rules.ttl_s;
+        self.closed
+            .expire_before(u32::try_from(cutoff.max(0)).unwrap_or(u32::MAX));
+    }
+
+    pub fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
+
+    pub fn closed_len(&self) -> usize {
+        self.closed.len()
+    }
+
+    pub fn closed_bytes(&self) -> usize {
+        self.closed.allocated_bytes()
+    }
+}
+
+fn consent_violation(event: &Event, stats: &mut Stats, out: &mut Outputs) {
+    let d = super::discrepancy_about(DiscrepancyKind::ConsentViolation, event, "");
+    push_discrepancy(d, stats, out);
+}

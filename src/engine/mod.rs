@@ -1,0 +1,516 @@
+//! The engine: pure, synchronous, event time only.
+//!
+//! Owns: the order in which rules apply to one record, the timers (merge releases, order
+//! deadlines, revenue windows) and what a released action becomes. Feed it parsed records with
+//! [`Engine::process`]; it appends outputs to an [`Outputs`] and keeps the accounting. Must not:
+//! do I/O, read a clock, or depend on anything but its inputs and their order, so that a replay
+//! at any speed, and a restart, give the same outputs.
+
+pub mod dedup;
+pub mod keys;
+pub mod reconcile;
+pub mod revenue;
+pub mod stats;
+pub mod watermark;
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashSet};
+
+use crate::config::{ConsentDefault, EngineConfig, OrdersConfig};
+use crate::currency::is_iso4217;
+use crate::model::{
+    Conversion, DeadLetter, Discrepancy, DiscrepancyKind, Event, Input, MatchKey, Money, Record,
+    RevenueWindow, Source, SourcesSeen, ValueSource, FORMAT_VERSION,
+};
+use crate::parse::Parsed;
+
+use dedup::{flags, Action, Dedup, DedupRules};
+use keys::{Fingerprint, KeyState, KeyTable};
+use reconcile::{PurchaseRef, ReconcileRules, Reconciler};
+use revenue::RevenueWindows;
+use stats::{DuplicateReason, OrderOutcome, Stats};
+use watermark::Watermarks;
+
+/// What the engine produced; the runtime drains it after each call.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Outputs {
+    pub conversions: Vec<Conversion>,
+    pub discrepancies: Vec<Discrepancy>,
+    pub dead_letters: Vec<DeadLetter>,
+    pub revenue_windows: Vec<RevenueWindow>,
+}
+
+impl Outputs {
+    pub fn is_empty(&self) -> bool {
+        self.conversions.is_empty()
+            && self.discrepancies.is_empty()
+            && self.dead_letters.is_empty()
+            && self.revenue_windows.is_empty()
+    }
+
+    pub fn clear(&mut self) {
+        self.conversions.clear();
+        self.discrepancies.clear();
+        self.dead_letters.clear();
+        self.revenue_windows.clear();
+    }
+}
+
+/// How much state the engine holds, for metrics and the memory benchmark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StateSize {
+    pub reordering: usize,
+    pub pending_actions: usize,
+    pub closed_keys: usize,
+    pub closed_key_bytes: usize,
+    pub order_keys: usize,
+    pub orders: usize,
+    pub revenue_windows: usize,
+}
+
+pub struct Engine {
+    ttl_ms: i64,
+    value_tolerance: Money,
+    purchase_events: HashSet<String>,
+    watermarks: Watermarks,
+    dedup: Dedup,
+    /// (pixel, order_id) of converted purchases: one conversion per order within the TTL.
+    order_keys: KeyTable,
+    reconciler: Reconciler,
+    revenue: RevenueWindows,
+    stats: Stats,
+    /// Watermark at which closed state is next swept (every quarter TTL: bulk expiry, not a
+    /// sweep per record).
+    next_expiry: i64,
+    released: Vec<Action>,
+    /// Copies ahead of the watermark, waiting to be applied in event-time order. Sorting them is
+    /// what makes the outcome independent of arrival order: the watermark decides only when a
+    /// copy is applied, never in what order relative to the others.
+    reorder: BinaryHeap<Reverse<Buffered>>,
+}
+
+/// A copy in the reorder buffer, ordered by (event time, source, position): the "first copy"
+/// order of the rules.
+#[derive(Debug)]
+struct Buffered(Box<Event>);
+
+impl Buffered {
+    fn sort_key(&self) -> (i64, Source, &crate::model::Position) {
+        (self.0.event_time, self.0.source, &self.0.position)
+    }
+}
+
+impl PartialEq for Buffered {
+    fn eq(&self, other: &Self) -> bool {
+        self.sort_key() == other.sort_key()
+    }
+}
+
+impl Eq for Buffered {}
+
+impl PartialOrd for Buffered {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Buffered {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.sort_key().cmp(&other.sort_key())
+    }
+}
+
+fn millis(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+impl Engine {
+    pub fn new(engine: &EngineConfig, orders: &OrdersConfig) -> Engine {
+        let ttl_ms = millis(engine.ttl);
+        let value_tolerance = Money((engine.value_tolerance * Money::MICROS_PER_UNIT as f64).round() as i64);
+        Engine {
+            ttl_ms,
+            value_tolerance,
+            purchase_events: engine.purchase_events.iter().cloned().collect(),
+            watermarks: Watermarks::new(millis(engine.allowed_lateness)),
+            dedup: Dedup::new(DedupRules {
+                ttl_s: ttl_ms / 1000,
+                merge_window_ms: millis(engine.merge_window),
+                default_denied: engine.default_consent == ConsentDefault::Denied,
+                pair_on_ttp: engine.pair_on_ttp,
+            }),
+            order_keys: KeyTable::default(),
+            reconciler: Reconciler::new(ReconcileRules {
+                ttl_ms,
+                order_wait_ms: millis(engine.order_wait),
+                value_tolerance,
+                default_pixel: orders.default_pixel.clone(),
+                non_revenue_statuses: orders.non_revenue_statuses.clone(),
+            }),
+            revenue: RevenueWindows::new(millis(engine.order_wait)),
+            stats: Stats::default(),
+            next_expiry: i64::MIN,
+            released: Vec::new(),
+            reorder: BinaryHeap::new(),
+        }
+    }
+
+    /// Applies one parsed input record, then releases whatever the watermark now allows.
+    pub fn process(&mut self, parsed: Parsed, out: &mut Outputs) {
+        match parsed {
+            Parsed::DeadLetter(d) => {
+                self.stats.input(d.input);
+                self.stats.dead_letter(d.reason);
+                out.dead_letters.push(d);
+            }
+            Parsed::Record(Record::Tombstone(_)) => {
+                self.stats.input(Input::Orders);
+                self.stats.order(OrderOutcome::Tombstone);
+            }
+            Parsed::Record(Record::Order(change)) => {
+                self.stats.input(Input::Orders);
+                let outcome = self.reconciler.on_order(
+                    &change,
+                    self.watermarks.current(),
+                    &mut self.revenue,
+                    &mut self.stats,
+                    out,
+                );
+                self.stats.order(outcome);
+                self.watermarks.observe(Input::Orders, change.changed_at);
+                self.fire_timers(out);
+            }
+            Parsed::Record(Record::Event(event)) => {
+                let input = event.source.input();
+                self.stats.input(input);
+                let time = event.event_time;
+                match self.watermarks.current() {
+                    Some(wm) if time < wm - self.ttl_ms => {
+                        self.stats.late();
+                        return;
+                    }
+                    // Behind the watermark: too late to sort, applied as it comes.
+                    Some(wm) if time < wm => self.apply_event(event, out),
+                    _ => self.reorder.push(Reverse(Buffered(Box::new(event)))),
+                }
+                self.watermarks.observe(input, time);
+                self.fire_timers(out);
+            }
+        }
+    }
+
+    fn apply_event(&mut self, event: Event, out: &mut Outputs) {
+        self.dedup
+            .offer(event, &mut self.stats, out, &mut self.released);
+        self.finish_released(out);
+    }
+
+    /// The input has no more data (end of file): it stops holding the watermark back.
+    pub fn finish_input(&mut self, input: Input, out: &mut Outputs) {
+        self.watermarks.finish(input);
+        self.fire_timers(out);
+    }
+
+    /// The runtime saw no data on the input for its idle timeout.
+    pub fn mark_idle(&mut self, input: Input, out: &mut Outputs) {
+        self.watermarks.set_idle(input);
+        self.fire_timers(out);
+    }
+
+    /// End of all input: releases every pending merge, deadline and window.
+    pub fn flush(&mut self, out: &mut Outputs) {
+        self.fire_until(i64::MAX, out);
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Highest event time seen on an input, for aligning inputs that are read together.
+    pub fn highest_seen(&self, input: Input) -> Option<i64> {
+        self.watermarks.highest_seen(input)
+    }
+
+    pub fn watermark(&self) -> Option<i64> {
+        self.watermarks.current()
+    }
+
+    pub fn state_size(&self) -> StateSize {
+        StateSize {
+            reordering: self.reorder.len(),
+            pending_actions: self.dedup.pending_len(),
+            closed_keys: self.dedup.closed_len(),
+            closed_key_bytes: self.dedup.closed_bytes() + self.order_keys.allocated_bytes(),
+            order_keys: self.order_keys.len(),
+            orders: self.reconciler.len(),
+            revenue_windows: self.revenue.len(),
+        }
+    }
+
+    fn fire_timers(&mut self, out: &mut Outputs) {
+        if let Some(wm) = self.watermarks.current() {
+            self.fire_until(wm, out);
+            if wm >= self.next_expiry {
+                self.dedup.expire(wm);
+                self.order_keys.expire_before(
+                    u32::try_from((wm - 2 * self.ttl_ms).div_euclid(1000).max(0)).unwrap_or(0),
+                );
+                self.reconciler.expire(wm);
+                self.revenue.expire_before(wm - 2 * self.ttl_ms);
+                self.next_expiry = wm + self.ttl_ms / 4;
+            }
+        }
+    }
+
+    /// Applies buffered copies and fires timers due before `watermark`, earliest first; at equal
+    /// times: copies (a copy at the end of a merge window still joins it), merge releases, order
+    /// deadlines, revenue windows (a release can add a deadline, a deadline can change a window).
+    fn fire_until(&mut self, watermark: i64, out: &mut Outputs) {
+        loop {
+            let next = [
+                self.reorder.peek().map(|Reverse(b)| (b.0.event_time, 0)),
+                self.dedup.next_due().map(|t| (t, 1)),
+                self.reconciler.next_due().map(|t| (t, 2)),
+                self.revenue.next_due().map(|t| (t, 3)),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            match next {
+                Some((due, kind)) if due < watermark || watermark == i64::MAX => match kind {
+                    0 => {
+                        let Reverse(Buffered(event)) = self.reorder.pop().expect("peeked");
+                        self.apply_event(*event, out);
+                    }
+                    1 => {
+                        if let Some(action) = self.dedup.release_next() {
+                            self.released.push(action);
+                            self.finish_released(out);
+                        }
+                    }
+                    2 => self
+                        .reconciler
+                        .fire_next(&mut self.revenue, &mut self.stats, out),
+                    _ => self.revenue.fire_next(&mut self.stats, out),
+                },
+                _ => return,
+            }
+        }
+    }
+
+    fn finish_released(&mut self, out: &mut Outputs) {
+        let released = std::mem::take(&mut self.released);
+        for action in &released {
+            self.finish_action(action, out);
+        }
+        self.released = released;
+        self.released.clear();
+    }
+
+    /// A released action becomes a conversion, unless another action already converted its
+    /// order.
+    fn finish_action(&mut self, action: &Action, out: &mut Outputs) {
+        let (first, other) = action.ordered();
+        let is_purchase = self.purchase_events.contains(&first.event);
+        let order_id = first
+            .properties
+            .order_id
+            .as_ref()
+            .or(other.and_then(|o| o.properties.order_id.as_ref()));
+
+        if let (true, Some(order_id)) = (is_purchase, order_id) {
+            let fp = Fingerprint::of(&[&first.pixel, order_id]);
+            let anchor_s = action.anchor.div_euclid(1000);
+            let claimed = self.order_keys.get(fp).is_some_and(|s| {
+                (anchor_s - i64::from(s.anchor_s)).abs() < self.ttl_ms / 1000
+            });
+            if claimed {
+                self.stats
+                    .duplicates(DuplicateReason::DuplicateOrder, action.copies());
+                let mut d = discrepancy_about(DiscrepancyKind::DuplicateOrderConversion, first, "");
+                d.order_id = Some(order_id.clone());
+                push_discrepancy(d, &mut self.stats, out);
+                self.dedup.close(action, flags::DUPLICATE_ORDER);
+                return;
+            }
+            self.order_keys.put(
+                fp,
+                KeyState {
+                    anchor_s: u32::try_from(anchor_s.max(0)).unwrap_or(u32::MAX),
+                    flags: 0,
+                },
+            );
+        }
+
+        let conversion = merge(action, first, other);
+        self.stats.conversion(conversion.sources);
+        self.dedup.close(action, flags::EMITTED);
+
+        if action.missing_event_id {
+            let mut d = discrepancy_about(DiscrepancyKind::MissingEventId, first, &conversion.key);
+            d.source = Some(first.source);
+            push_discrepancy(d, &mut self.stats, out);
+        }
+        if let Some(currency) = &conversion.properties.currency {
+            if !is_iso4217(currency) {
+                let mut d = conversion_discrepancy(DiscrepancyKind::InvalidCurrency, &conversion, "");
+                d.currency = Some(currency.clone());
+                push_discrepancy(d, &mut self.stats, out);
+            }
+        }
+        if let Some(other) = other {
+            self.parity(&conversion, first, other, out);
+        }
+        if is_purchase {
+            let currency = conversion.properties.currency.as_deref().unwrap_or("unknown");
+            let value = conversion.properties.value.unwrap_or_default();
+            self.revenue.track(
+                &conversion.event_source_id,
+                currency,
+                first.event_time,
+                value,
+                &mut self.stats,
+                out,
+            );
+            match order_id {
+                None => {
+                    let d = conversion_discrepancy(DiscrepancyKind::MissingOrderId, &conversion, "");
+                    push_discrepancy(d, &mut self.stats, out);
+                }
+                Some(order_id) => self.reconciler.on_purchase(
+                    PurchaseRef {
+                        order_id: order_id.clone(),
+                        pixel: conversion.event_source_id.clone(),
+                        event: conversion.event.clone(),
+                        event_id: conversion.event_id.clone(),
+                        value: conversion.properties.value,
+                        currency: conversion.properties.currency.clone(),
+                        event_time: first.event_time,
+                    },
+                    &mut self.revenue,
+                    &mut self.stats,
+                    out,
+                ),
+            }
+        }
+        out.conversions.push(conversion);
+    }
+
+    /// Browser/server parity of a merged action: currency, else value; match keys on one side.
+    fn parity(&mut self, conversion: &Conversion, a: &Event, b: &Event, out: &mut Outputs) {
+        let (browser, server) = if a.source == Source::Browser { (a, b) } else { (b, a) };
+        let (bp, sp) = (&browser.properties, &server.properties);
+        let mismatch = match (&bp.currency, &sp.currency) {
+            (Some(bc), Some(sc)) if bc != sc => Some(DiscrepancyKind::CurrencyParity),
+            _ => match (bp.value, sp.value) {
+                (Some(bv), Some(sv)) if bv.abs_diff(sv) > self.value_tolerance => {
+                    Some(DiscrepancyKind::ValueParity)
+                }
+                _ => None,
+            },
+        };
+        if let Some(kind) = mismatch {
+            let mut d = conversion_discrepancy(kind, conversion, "");
+            d.browser_value = bp.value;
+            d.server_value = sp.value;
+            d.browser_currency = bp.currency.clone();
+            d.server_currency = sp.currency.clone();
+            push_discrepancy(d, &mut self.stats, out);
+        }
+        for key in MatchKey::PARITY {
+            let present_on = match (browser.user.key(key), server.user.key(key)) {
+                (Some(_), None) => Source::Browser,
+                (None, Some(_)) => Source::Server,
+                _ => continue,
+            };
+            let mut d = conversion_discrepancy(DiscrepancyKind::MatchKeyParity, conversion, key.as_str());
+            d.match_key = Some(key);
+            d.present_on = Some(present_on);
+            push_discrepancy(d, &mut self.stats, out);
+        }
+    }
+}
+
+/// The first copy's fields, completed by the other's; value and currency by authority.
+fn merge(action: &Action, first: &Event, other: Option<&Event>) -> Conversion {
+    let mut user = first.user.clone();
+    let mut properties = first.properties.clone();
+    let mut page = first.page.clone();
+    if let Some(other) = other {
+        user.fill_from(&other.user);
+        properties.fill_from(&other.properties);
+        page.fill_from(&other.page);
+    }
+    let with_value = |e: &Option<Event>| e.as_ref().filter(|e| e.properties.value.is_some()).cloned();
+    let (value_source, value, currency) = if let Some(s) = with_value(&action.server) {
+        (ValueSource::Server, s.properties.value, s.properties.currency)
+    } else if let Some(b) = with_value(&action.browser) {
+        (ValueSource::Browser, b.properties.value, b.properties.currency)
+    } else {
+        let currency = action
+            .server
+            .as_ref()
+            .and_then(|s| s.properties.currency.clone())
+            .or_else(|| action.browser.as_ref().and_then(|b| b.properties.currency.clone()));
+        (ValueSource::None, None, currency)
+    };
+    properties.value = value;
+    properties.currency = currency;
+    let sources = match (&action.browser, &action.server) {
+        (Some(_), Some(_)) => SourcesSeen::Both,
+        (Some(_), None) => SourcesSeen::Browser,
+        _ => SourcesSeen::Server,
+    };
+    Conversion {
+        format_version: FORMAT_VERSION,
+        key: action.key.clone(),
+        event_source_id: first.pixel.clone(),
+        event: first.event.clone(),
+        event_id: first.event_id.clone().or_else(|| other.and_then(|o| o.event_id.clone())),
+        event_time: first.event_time.div_euclid(1000),
+        user,
+        properties,
+        page,
+        sources,
+        first_source: first.source,
+        value_source,
+    }
+}
+
+pub(crate) fn push_discrepancy(d: Discrepancy, stats: &mut Stats, out: &mut Outputs) {
+    stats.discrepancy(d.kind);
+    out.discrepancies.push(d);
+}
+
+/// A discrepancy about one copy; `suffix` makes its key unique where one action can raise
+/// several of the same kind.
+pub(crate) fn discrepancy_about(kind: DiscrepancyKind, event: &Event, suffix: &str) -> Discrepancy {
+    let id = event.event_id.as_deref().unwrap_or("");
+    let mut key = format!("{}/{}/{}/{}", kind.as_str(), event.pixel, event.event, id);
+    if !suffix.is_empty() {
+        key.push('/');
+        key.push_str(suffix);
+    }
+    let mut d = Discrepancy::new(kind, key, event.event_time);
+    d.event_source_id = Some(event.pixel.clone());
+    d.event = Some(event.event.clone());
+    d.event_id = event.event_id.clone();
+    d.order_id = event.properties.order_id.clone();
+    d
+}
+
+fn conversion_discrepancy(kind: DiscrepancyKind, c: &Conversion, suffix: &str) -> Discrepancy {
+    let mut key = format!("{}/{}", kind.as_str(), c.key);
+    if !suffix.is_empty() {
+        key.push('/');
+        key.push_str(suffix);
+    }
+    let mut d = Discrepancy::new(kind, key, c.event_time * 1000);
+    d.event_source_id = Some(c.event_source_id.clone());
+    d.event = Some(c.event.clone());
+    d.event_id = c.event_id.clone();
+    d.order_id = c.properties.order_id.clone();
+    d.conversion_value = c.properties.value;
+    d.conversion_currency = c.properties.currency.clone();
+    d
+}

@@ -1,0 +1,306 @@
+//! The file runtime: replays three JSONL inputs through the engine into JSONL outputs.
+//!
+//! Owns: reading lines (bounded: a line longer than `max_record_bytes` is dead-lettered without
+//! being held in memory), the event-time alignment of the three inputs, and writing the output
+//! files and `stats.json`. Must not: apply a rule; everything it decides is which input to read
+//! next, and that depends only on the data.
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::engine::stats::Stats;
+use crate::engine::{Engine, Outputs};
+use crate::model::{DeadLetter, DeadLetterReason, Input, Position, FORMAT_VERSION};
+use crate::parse::{Parsed, Parser};
+
+/// Where `replay` reads from: a path, or `-` for standard input.
+#[derive(Debug, Clone)]
+pub struct ReplayInputs {
+    pub browser: PathBuf,
+    pub server: PathBuf,
+    pub orders: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error("cannot open {input} input {path}: {source}")]
+    Open {
+        input: &'static str,
+        path: String,
+        source: io::Error,
+    },
+    #[error("only one input can be read from standard input ('-')")]
+    StdinTwice,
+    #[error("reading {input} input: {source}")]
+    Read { input: &'static str, source: io::Error },
+    #[error("writing {path}: {source}")]
+    Write { path: String, source: io::Error },
+}
+
+/// A line reader that never holds more than `limit` bytes of one line.
+pub struct LineReader<R> {
+    inner: R,
+    limit: usize,
+    line_no: i64,
+}
+
+/// One line: its 1-based number and bytes, or the fact that it was too long.
+pub enum Line<'a> {
+    Text(i64, &'a [u8]),
+    TooLong(i64, Vec<u8>),
+}
+
+impl<R: BufRead> LineReader<R> {
+    pub fn new(inner: R, limit: usize) -> Self {
+        LineReader {
+            inner,
+            limit,
+            line_no: 0,
+        }
+    }
+
+    /// Reads the next line into `buf` (without its `\n` or `\r\n`). `None` at end of input.
+    pub fn next_line<'a>(&mut self, buf: &'a mut Vec<u8>) -> io::Result<Option<Line<'a>>> {
+        buf.clear();
+        let mut too_long = false;
+        let mut saw_any = false;
+        loop {
+            let chunk = self.inner.fill_buf()?;
+            if chunk.is_empty() {
+                break;
+            }
+            saw_any = true;
+            let (part, done) = match memchr(chunk) {
+                Some(i) => (&chunk[..i], Some(i + 1)),
+                None => (chunk, None),
+            };
+            if !too_long {
+                if buf.len() + part.len() > self.limit {
+                    too_long = true;
+                    // Keep a prefix, enough to recognise the record in the dead letter.
+                    let room = self.limit.min(4096).saturating_sub(buf.len());
+                    buf.extend_from_slice(&part[..room.min(part.len())]);
+                } else {
+                    buf.extend_from_slice(part);
+                }
+            }
+            let consumed = done.unwrap_or(chunk.len());
+            self.inner.consume(consumed);
+            if done.is_some() {
+                break;
+            }
+        }
+        if !saw_any {
+            return Ok(None);
+        }
+        self.line_no += 1;
+        if too_long {
+            return Ok(Some(Line::TooLong(self.line_no, std::mem::take(buf))));
+        }
+        if buf.last() == Some(&b'\r') {
+            buf.pop();
+        }
+        Ok(Some(Line::Text(self.line_no, buf)))
+    }
+}
+
+fn memchr(haystack: &[u8]) -> Option<usize> {
+    haystack.iter().position(|&b| b == b'\n')
+}
+
+/// Writes the four output files, one JSON record per line.
+pub struct OutputFiles {
+    dir: PathBuf,
+    conversions: BufWriter<File>,
+    discrepancies: BufWriter<File>,
+    dead_letters: BufWriter<File>,
+    revenue_windows: BufWriter<File>,
+}
+
+impl OutputFiles {
+    pub fn create(dir: &Path) -> Result<OutputFiles, ReplayError> {
+        let open = |name: &str| {
+            let path = dir.join(name);
+            File::create(&path)
+                .map(|f| BufWriter::with_capacity(1 << 16, f))
+                .map_err(|source| ReplayError::Write {
+                    path: path.display().to_string(),
+                    source,
+                })
+        };
+        std::fs::create_dir_all(dir).map_err(|source| ReplayError::Write {
+            path: dir.display().to_string(),
+            source,
+        })?;
+        Ok(OutputFiles {
+            dir: dir.to_path_buf(),
+            conversions: open("conversions.jsonl")?,
+            discrepancies: open("discrepancies.jsonl")?,
+            dead_letters: open("dead_letters.jsonl")?,
+            revenue_windows: open("revenue_windows.jsonl")?,
+        })
+    }
+
+    /// Writes and clears `out`.
+    pub fn write(&mut self, out: &mut Outputs) -> Result<(), ReplayError> {
+        let dir = &self.dir;
+        write_all(&mut self.conversions, &out.conversions, dir, "conversions.jsonl")?;
+        write_all(&mut self.discrepancies, &out.discrepancies, dir, "discrepancies.jsonl")?;
+        write_all(&mut self.dead_letters, &out.dead_letters, dir, "dead_letters.jsonl")?;
+        write_all(&mut self.revenue_windows, &out.revenue_windows, dir, "revenue_windows.jsonl")?;
+        out.clear();
+        Ok(())
+    }
+
+    pub fn finish(mut self, stats: &Stats) -> Result<(), ReplayError> {
+        let path = self.dir.join("stats.json");
+        let err = |source| ReplayError::Write {
+            path: path.display().to_string(),
+            source,
+        };
+        for w in [
+            &mut self.conversions,
+            &mut self.discrepancies,
+            &mut self.dead_letters,
+            &mut self.revenue_windows,
+        ] {
+            w.flush().map_err(err)?;
+        }
+        let mut text = serde_json::to_vec_pretty(stats).map_err(|e| err(e.into()))?;
+        text.push(b'\n');
+        std::fs::write(&path, text).map_err(err)
+    }
+}
+
+fn write_all<T: Serialize>(
+    w: &mut BufWriter<File>,
+    records: &[T],
+    dir: &Path,
+    name: &str,
+) -> Result<(), ReplayError> {
+    for r in records {
+        serde_json::to_writer(&mut *w, r)
+            .map_err(io::Error::from)
+            .and_then(|()| w.write_all(b"\n"))
+            .map_err(|source| ReplayError::Write {
+                path: dir.join(name).display().to_string(),
+                source,
+            })?;
+    }
+    Ok(())
+}
+
+fn open_input(input: Input, path: &Path) -> Result<Box<dyn BufRead>, ReplayError> {
+    if path == Path::new("-") {
+        return Ok(Box::new(BufReader::with_capacity(1 << 16, io::stdin())));
+    }
+    let file = File::open(path).map_err(|source| ReplayError::Open {
+        input: input.as_str(),
+        path: path.display().to_string(),
+        source,
+    })?;
+    Ok(Box::new(BufReader::with_capacity(1 << 16, file)))
+}
+
+/// Replays the three inputs through a fresh engine into `out_dir`; returns the accounting.
+pub fn replay(config: &Config, inputs: &ReplayInputs, out_dir: &Path) -> Result<Stats, ReplayError> {
+    let stdin_count = [&inputs.browser, &inputs.server, &inputs.orders]
+        .iter()
+        .filter(|p| p.as_path() == Path::new("-"))
+        .count();
+    if stdin_count > 1 {
+        return Err(ReplayError::StdinTwice);
+    }
+    let readers = [
+        open_input(Input::Browser, &inputs.browser)?,
+        open_input(Input::Server, &inputs.server)?,
+        open_input(Input::Orders, &inputs.orders)?,
+    ];
+    let mut files = OutputFiles::create(out_dir)?;
+    let stats = run(config, readers, |out| files.write(out))?;
+    files.finish(&stats)?;
+    Ok(stats)
+}
+
+/// Drives the engine over three line sources, aligned by event time: the next line always comes
+/// from the unfinished input whose highest event time so far is lowest (ties: browser, server,
+/// orders), as if the three had arrived together. `sink` receives outputs as they are produced.
+pub fn run<R: Read>(
+    config: &Config,
+    readers: [R; 3],
+    mut sink: impl FnMut(&mut Outputs) -> Result<(), ReplayError>,
+) -> Result<Stats, ReplayError>
+where
+    R: BufRead,
+{
+    let limit = config.engine.max_record_bytes;
+    let parser = Parser::new(&config.engine, &config.orders);
+    let mut engine = Engine::new(&config.engine, &config.orders);
+    let mut readers = readers.map(|r| Some(LineReader::new(r, limit)));
+    let mut out = Outputs::default();
+    let mut parsed = Vec::new();
+    let mut buf = Vec::new();
+    loop {
+        let next = Input::ALL
+            .iter()
+            .copied()
+            .filter(|i| readers[i.index()].is_some())
+            .min_by_key(|i| (engine.highest_seen(*i).unwrap_or(i64::MIN), i.index()));
+        let Some(input) = next else { break };
+        let reader = readers[input.index()].as_mut().expect("unfinished");
+        let line = reader
+            .next_line(&mut buf)
+            .map_err(|source| ReplayError::Read {
+                input: input.as_str(),
+                source,
+            })?;
+        match line {
+            None => {
+                readers[input.index()] = None;
+                engine.finish_input(input, &mut out);
+            }
+            Some(Line::Text(offset, bytes)) => {
+                parser.parse(input, 0, offset, Some(bytes), &mut parsed);
+                for p in parsed.drain(..) {
+                    engine.process(p, &mut out);
+                }
+            }
+            Some(Line::TooLong(offset, prefix)) => {
+                let dead = too_long(config, input, offset, &prefix);
+                engine.process(Parsed::DeadLetter(dead), &mut out);
+            }
+        }
+        if out.conversions.len() + out.discrepancies.len() >= 1024 {
+            sink(&mut out)?;
+        }
+    }
+    engine.flush(&mut out);
+    sink(&mut out)?;
+    Ok(engine.stats().clone())
+}
+
+fn too_long(config: &Config, input: Input, offset: i64, prefix: &[u8]) -> DeadLetter {
+    let redacted = config.engine.redact_dead_letters;
+    DeadLetter {
+        format_version: FORMAT_VERSION,
+        input,
+        position: Position {
+            input,
+            partition: 0,
+            offset,
+            index: 0,
+        },
+        reason: DeadLetterReason::TooLarge,
+        detail: format!(
+            "record longer than engine.max_record_bytes ({}); original holds its first bytes only",
+            config.engine.max_record_bytes
+        ),
+        original: (!redacted).then(|| String::from_utf8_lossy(prefix).into_owned()),
+        original_base64: None,
+        redacted,
+    }
+}
