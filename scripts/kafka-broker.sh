@@ -174,7 +174,7 @@ cmd_status() {
 }
 
 cmd_start() {
-    local pid t0 port cport ports cluster_id data java i
+    local pid t0 port cport ports cluster_id data java
     if pid="$(running_pid)"; then
         if oc_kafka_ping "$(cat "$BOOTSTRAP_FILE")" quiet; then
             oc_log "kafka: already running (pid $pid)"

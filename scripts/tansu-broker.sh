@@ -83,7 +83,7 @@ cmd_status() {
 }
 
 cmd_start() {
-    local pid t0 port i bootstrap timeout
+    local pid t0 port bootstrap timeout
     if pid="$(running_pid)"; then
         if oc_kafka_ping "$(cat "$BOOTSTRAP_FILE")" quiet; then
             oc_log "tansu: already running (pid $pid)"
