@@ -149,7 +149,10 @@ pub enum ConfigError {
     #[error("{path}: {message}")]
     Parse { path: String, message: String },
     #[error("{field}: {message}")]
-    Invalid { field: &'static str, message: String },
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
 }
 
 impl Config {
@@ -254,8 +257,8 @@ mod tests {
 
     #[test]
     fn order_field_names_are_configurable() {
-        let c = Config::parse("[orders.fields]\norder_id = \"id\"\ntotal = \"total_price\"\n")
-            .unwrap();
+        let c =
+            Config::parse("[orders.fields]\norder_id = \"id\"\ntotal = \"total_price\"\n").unwrap();
         assert_eq!(c.orders.fields.order_id, "id");
         assert_eq!(c.orders.fields.total, "total_price");
         assert_eq!(c.orders.fields.currency, "currency");

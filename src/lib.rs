@@ -3,8 +3,8 @@
 //! A pure, deterministic core (`parse`, `engine`) wrapped by thin runtimes (`replay` over files).
 //! See `docs/RULES.md` for the rules the engine applies.
 pub mod config;
-pub mod model;
-pub mod parse;
 pub mod currency;
 pub mod engine;
+pub mod model;
+pub mod parse;
 pub mod replay;

@@ -11,7 +11,11 @@ use onecount::config::Config;
 use onecount::replay::{replay, ReplayInputs};
 
 #[derive(Parser)]
-#[command(name = "onecount", version, about = "Exactly one conversion per user action: dedups TikTok Pixel and Events API copies and reconciles revenue with orders")]
+#[command(
+    name = "onecount",
+    version,
+    about = "Exactly one conversion per user action: dedups TikTok Pixel and Events API copies and reconciles revenue with orders"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -39,9 +43,7 @@ enum Command {
         config: Option<PathBuf>,
     },
     /// Validate a config file; exits non-zero naming the bad field.
-    CheckConfig {
-        file: PathBuf,
-    },
+    CheckConfig { file: PathBuf },
 }
 
 fn load_config(path: Option<&PathBuf>) -> anyhow::Result<Config> {
@@ -73,7 +75,11 @@ fn run() -> anyhow::Result<ExitCode> {
         } => {
             let config = load_config(config.as_ref())?;
             let started = Instant::now();
-            let inputs = ReplayInputs { browser, server, orders };
+            let inputs = ReplayInputs {
+                browser,
+                server,
+                orders,
+            };
             let stats = replay(&config, &inputs, &out).context("replay failed")?;
             let secs = started.elapsed().as_secs_f64();
             println!(

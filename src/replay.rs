@@ -36,7 +36,10 @@ pub enum ReplayError {
     #[error("only one input can be read from standard input ('-')")]
     StdinTwice,
     #[error("reading {input} input: {source}")]
-    Read { input: &'static str, source: io::Error },
+    Read {
+        input: &'static str,
+        source: io::Error,
+    },
     #[error("writing {path}: {source}")]
     Write { path: String, source: io::Error },
 }
@@ -148,10 +151,30 @@ impl OutputFiles {
     /// Writes and clears `out`.
     pub fn write(&mut self, out: &mut Outputs) -> Result<(), ReplayError> {
         let dir = &self.dir;
-        write_all(&mut self.conversions, &out.conversions, dir, "conversions.jsonl")?;
-        write_all(&mut self.discrepancies, &out.discrepancies, dir, "discrepancies.jsonl")?;
-        write_all(&mut self.dead_letters, &out.dead_letters, dir, "dead_letters.jsonl")?;
-        write_all(&mut self.revenue_windows, &out.revenue_windows, dir, "revenue_windows.jsonl")?;
+        write_all(
+            &mut self.conversions,
+            &out.conversions,
+            dir,
+            "conversions.jsonl",
+        )?;
+        write_all(
+            &mut self.discrepancies,
+            &out.discrepancies,
+            dir,
+            "discrepancies.jsonl",
+        )?;
+        write_all(
+            &mut self.dead_letters,
+            &out.dead_letters,
+            dir,
+            "dead_letters.jsonl",
+        )?;
+        write_all(
+            &mut self.revenue_windows,
+            &out.revenue_windows,
+            dir,
+            "revenue_windows.jsonl",
+        )?;
         out.clear();
         Ok(())
     }
@@ -207,7 +230,11 @@ fn open_input(input: Input, path: &Path) -> Result<Box<dyn BufRead>, ReplayError
 }
 
 /// Replays the three inputs through a fresh engine into `out_dir`; returns the accounting.
-pub fn replay(config: &Config, inputs: &ReplayInputs, out_dir: &Path) -> Result<Stats, ReplayError> {
+pub fn replay(
+    config: &Config,
+    inputs: &ReplayInputs,
+    out_dir: &Path,
+) -> Result<Stats, ReplayError> {
     let stdin_count = [&inputs.browser, &inputs.server, &inputs.orders]
         .iter()
         .filter(|p| p.as_path() == Path::new("-"))

@@ -11,8 +11,13 @@ use support::*;
 #[test]
 fn browser_and_server_copies_within_the_merge_window_become_one_conversion() {
     let (out, stats) = run(vec![
-        browser("AddToCart", "e1", T0).email("a@b.com").url("https://shop/p").rec(),
-        server("AddToCart", "e1", T0 + 30 * SEC).phone("+15551234567").rec(),
+        browser("AddToCart", "e1", T0)
+            .email("a@b.com")
+            .url("https://shop/p")
+            .rec(),
+        server("AddToCart", "e1", T0 + 30 * SEC)
+            .phone("+15551234567")
+            .rec(),
     ]);
     assert_eq!(out.conversions.len(), 1);
     let c = &out.conversions[0];
@@ -20,9 +25,16 @@ fn browser_and_server_copies_within_the_merge_window_become_one_conversion() {
     assert_eq!(c.first_source, Source::Browser);
     assert_eq!(c.event_time, T0 / 1000);
     assert_eq!(c.user.email.as_deref(), Some(hash("a@b.com").as_str()));
-    assert_eq!(c.user.phone.as_deref(), Some(hash("+15551234567").as_str()), "server adds the match key the browser lacked");
+    assert_eq!(
+        c.user.phone.as_deref(),
+        Some(hash("+15551234567").as_str()),
+        "server adds the match key the browser lacked"
+    );
     assert_eq!(c.page.url.as_deref(), Some("https://shop/p"));
-    assert_eq!((stats.conversions, stats.merged, stats.duplicates), (1, 1, 0));
+    assert_eq!(
+        (stats.conversions, stats.merged, stats.duplicates),
+        (1, 1, 0)
+    );
 }
 
 #[test]
@@ -85,7 +97,14 @@ fn kafka_streams_sequence_keeps_the_first_of_each_id() {
         .map(|(i, id)| browser("ViewContent", id, T0 + i as i64 * SEC).rec())
         .collect();
     let (out, stats) = run(records);
-    assert_eq!(keys(&out), ["PIXEL1/ViewContent/a", "PIXEL1/ViewContent/b", "PIXEL1/ViewContent/c"]);
+    assert_eq!(
+        keys(&out),
+        [
+            "PIXEL1/ViewContent/a",
+            "PIXEL1/ViewContent/b",
+            "PIXEL1/ViewContent/c"
+        ]
+    );
     assert_eq!(stats.duplicates, 6);
 }
 
@@ -120,11 +139,23 @@ fn pending_action_is_released_only_when_the_watermark_passes_its_merge_window() 
     engine.process(server("ViewContent", "x", T0).rec(), &mut out);
     // Watermark = min(browser, server) - 10 min lateness; needs to pass T0 + 5 min.
     engine.process(browser("ViewContent", "x2", T0 + 16 * MIN).rec(), &mut out);
-    assert!(out.conversions.is_empty(), "server input still holds the watermark at T0 - 10min");
+    assert!(
+        out.conversions.is_empty(),
+        "server input still holds the watermark at T0 - 10min"
+    );
     engine.process(server("ViewContent", "x3", T0 + 15 * MIN).rec(), &mut out);
-    assert!(out.conversions.is_empty(), "watermark at T0 + 5min has not passed T0 + 5min");
-    engine.process(server("ViewContent", "x4", T0 + 15 * MIN + 1).rec(), &mut out);
-    assert_eq!(keys(&out), ["PIXEL1/ViewContent/e1", "PIXEL1/ViewContent/x"]);
+    assert!(
+        out.conversions.is_empty(),
+        "watermark at T0 + 5min has not passed T0 + 5min"
+    );
+    engine.process(
+        server("ViewContent", "x4", T0 + 15 * MIN + 1).rec(),
+        &mut out,
+    );
+    assert_eq!(
+        keys(&out),
+        ["PIXEL1/ViewContent/e1", "PIXEL1/ViewContent/x"]
+    );
     assert_eq!(out.conversions[0].sources, SourcesSeen::Browser);
 }
 
@@ -185,10 +216,13 @@ fn copy_without_event_id_is_emitted_alone_with_a_discrepancy() {
 fn pair_on_ttp_merges_copies_without_event_id() {
     let mut config = engine_config();
     config.pair_on_ttp = true;
-    let (out, _) = run_with(&config, vec![
-        browser("ViewContent", "", T0).ttp("t1").rec(),
-        server("ViewContent", "", T0).ttp("t1").rec(),
-    ]);
+    let (out, _) = run_with(
+        &config,
+        vec![
+            browser("ViewContent", "", T0).ttp("t1").rec(),
+            server("ViewContent", "", T0).ttp("t1").rec(),
+        ],
+    );
     assert_eq!(out.conversions.len(), 1);
     assert_eq!(out.conversions[0].sources, SourcesSeen::Both);
     assert_eq!(kinds(&out), ["missing_event_id"]);
@@ -241,7 +275,10 @@ fn browser_only_value_is_used_when_the_server_has_none() {
 #[test]
 fn match_key_on_one_side_only_is_reported_per_key() {
     let (out, _) = run(vec![
-        browser("AddToCart", "e1", T0).email("a@b.com").ttp("cookie").rec(),
+        browser("AddToCart", "e1", T0)
+            .email("a@b.com")
+            .ttp("cookie")
+            .rec(),
         server("AddToCart", "e1", T0).phone("+15550000000").rec(),
     ]);
     let mut found: Vec<_> = out
@@ -250,7 +287,13 @@ fn match_key_on_one_side_only_is_reported_per_key() {
         .map(|d| (d.match_key.unwrap(), d.present_on.unwrap()))
         .collect();
     found.sort_by_key(|(k, _)| k.as_str());
-    assert_eq!(found, [(MatchKey::Email, Source::Browser), (MatchKey::Phone, Source::Server)]);
+    assert_eq!(
+        found,
+        [
+            (MatchKey::Email, Source::Browser),
+            (MatchKey::Phone, Source::Server)
+        ]
+    );
 }
 
 #[test]
@@ -274,11 +317,19 @@ fn server_copy_of_a_denied_browser_action_is_a_violation_in_either_arrival_order
     for browser_first in [true, false] {
         let b = browser("CompletePayment", "e1", T0).denied().rec();
         let s = server("CompletePayment", "e1", T0 + SEC).rec();
-        let records = if browser_first { vec![b, s] } else { vec![s, b] };
+        let records = if browser_first {
+            vec![b, s]
+        } else {
+            vec![s, b]
+        };
         let (out, stats) = run(records);
         assert!(out.conversions.is_empty());
         assert_eq!(stats.consent_dropped, 2);
-        assert_eq!(kinds(&out), ["consent_violation"], "browser first: {browser_first}");
+        assert_eq!(
+            kinds(&out),
+            ["consent_violation"],
+            "browser first: {browser_first}"
+        );
     }
 }
 
@@ -303,7 +354,11 @@ fn later_copies_of_a_consent_dropped_action_are_dropped_too() {
     ]);
     assert!(out.conversions.is_empty());
     assert_eq!(stats.consent_dropped, 4);
-    assert_eq!(kinds(&out), ["consent_violation"], "one violation per action");
+    assert_eq!(
+        kinds(&out),
+        ["consent_violation"],
+        "one violation per action"
+    );
 }
 
 #[test]
@@ -323,10 +378,13 @@ fn denied_copy_after_emission_cannot_recall_it() {
 fn default_consent_denied_drops_copies_that_do_not_state_it() {
     let mut config = engine_config();
     config.default_consent = ConsentDefault::Denied;
-    let (out, stats) = run_with(&config, vec![
-        browser("AddToCart", "e1", T0).rec(),
-        browser("AddToCart", "e2", T0).granted().rec(),
-    ]);
+    let (out, stats) = run_with(
+        &config,
+        vec![
+            browser("AddToCart", "e1", T0).rec(),
+            browser("AddToCart", "e2", T0).granted().rec(),
+        ],
+    );
     assert_eq!(keys(&out), ["PIXEL1/AddToCart/e2"]);
     assert_eq!(stats.consent_dropped, 1);
 }
@@ -336,9 +394,18 @@ fn default_consent_denied_drops_copies_that_do_not_state_it() {
 #[test]
 fn reloaded_thank_you_page_with_a_new_event_id_is_a_duplicate_order_conversion() {
     let (out, stats) = run(vec![
-        browser("CompletePayment", "e1", T0).value(50.0, "USD").order("o1").rec(),
-        server("CompletePayment", "e1", T0).value(50.0, "USD").order("o1").rec(),
-        browser("CompletePayment", "e2", T0 + 3 * MIN).value(50.0, "USD").order("o1").rec(),
+        browser("CompletePayment", "e1", T0)
+            .value(50.0, "USD")
+            .order("o1")
+            .rec(),
+        server("CompletePayment", "e1", T0)
+            .value(50.0, "USD")
+            .order("o1")
+            .rec(),
+        browser("CompletePayment", "e2", T0 + 3 * MIN)
+            .value(50.0, "USD")
+            .order("o1")
+            .rec(),
         order("o1", 50.0, "USD", T0).rec(),
     ]);
     assert_eq!(keys(&out), ["PIXEL1/CompletePayment/e1"]);
@@ -349,8 +416,14 @@ fn reloaded_thank_you_page_with_a_new_event_id_is_a_duplicate_order_conversion()
 #[test]
 fn order_dedup_spans_purchase_event_names() {
     let (out, _) = run(vec![
-        server("PlaceAnOrder", "e1", T0).value(50.0, "USD").order("o1").rec(),
-        server("CompletePayment", "e2", T0 + MIN).value(50.0, "USD").order("o1").rec(),
+        server("PlaceAnOrder", "e1", T0)
+            .value(50.0, "USD")
+            .order("o1")
+            .rec(),
+        server("CompletePayment", "e2", T0 + MIN)
+            .value(50.0, "USD")
+            .order("o1")
+            .rec(),
         order("o1", 50.0, "USD", T0).rec(),
     ]);
     assert_eq!(out.conversions.len(), 1);
@@ -359,7 +432,9 @@ fn order_dedup_spans_purchase_event_names() {
 
 #[test]
 fn purchase_without_order_id_is_emitted_with_a_discrepancy() {
-    let (out, _) = run(vec![server("CompletePayment", "e1", T0).value(5.0, "USD").rec()]);
+    let (out, _) = run(vec![server("CompletePayment", "e1", T0)
+        .value(5.0, "USD")
+        .rec()]);
     assert_eq!(out.conversions.len(), 1);
     assert_eq!(kinds(&out), ["missing_order_id"]);
 }
@@ -370,16 +445,26 @@ fn purchase_without_order_id_is_emitted_with_a_discrepancy() {
 fn purchase_matching_its_order_raises_nothing_whichever_comes_first() {
     for order_first in [true, false] {
         let o = order("o1", 50.0, "USD", T0).rec();
-        let p = server("CompletePayment", "e1", T0).value(50.0, "USD").order("o1").rec();
+        let p = server("CompletePayment", "e1", T0)
+            .value(50.0, "USD")
+            .order("o1")
+            .rec();
         let (out, _) = run(if order_first { vec![o, p] } else { vec![p, o] });
-        assert!(out.discrepancies.is_empty(), "order first: {order_first}: {:?}", out.discrepancies);
+        assert!(
+            out.discrepancies.is_empty(),
+            "order first: {order_first}: {:?}",
+            out.discrepancies
+        );
     }
 }
 
 #[test]
 fn totals_beyond_tolerance_are_a_value_mismatch() {
     let (out, _) = run(vec![
-        server("CompletePayment", "e1", T0).value(50.0, "USD").order("o1").rec(),
+        server("CompletePayment", "e1", T0)
+            .value(50.0, "USD")
+            .order("o1")
+            .rec(),
         order("o1", 55.0, "USD", T0).rec(),
     ]);
     assert_eq!(kinds(&out), ["value_mismatch"]);
@@ -391,7 +476,10 @@ fn totals_beyond_tolerance_are_a_value_mismatch() {
 #[test]
 fn different_currencies_are_a_currency_mismatch_only() {
     let (out, _) = run(vec![
-        server("CompletePayment", "e1", T0).value(50.0, "USD").order("o1").rec(),
+        server("CompletePayment", "e1", T0)
+            .value(50.0, "USD")
+            .order("o1")
+            .rec(),
         order("o1", 45.0, "EUR", T0).rec(),
     ]);
     assert_eq!(kinds(&out), ["currency_mismatch"]);
@@ -401,14 +489,22 @@ fn different_currencies_are_a_currency_mismatch_only() {
 fn order_and_purchase_without_counterparts_are_reported_after_the_wait() {
     let (out, _) = run(vec![
         order("o1", 50.0, "USD", T0).rec(),
-        server("CompletePayment", "e9", T0).value(9.0, "USD").order("o9").rec(),
+        server("CompletePayment", "e9", T0)
+            .value(9.0, "USD")
+            .order("o9")
+            .rec(),
     ]);
-    assert_eq!(kinds(&out), ["conversion_without_order", "order_without_conversion"]);
+    assert_eq!(
+        kinds(&out),
+        ["conversion_without_order", "order_without_conversion"]
+    );
 }
 
 #[test]
 fn cancelled_order_without_conversion_is_not_signal_loss() {
-    let (out, _) = run(vec![order("o1", 50.0, "USD", T0).status("cancelled", T0).rec()]);
+    let (out, _) = run(vec![order("o1", 50.0, "USD", T0)
+        .status("cancelled", T0)
+        .rec()]);
     assert!(out.discrepancies.is_empty());
 }
 
@@ -428,7 +524,9 @@ fn order_redelivered_with_the_same_lsn_is_not_applied_twice() {
 
 #[test]
 fn snapshot_of_orders_older_than_the_ttl_is_historical() {
-    let (out, stats) = run(vec![order("old", 50.0, "USD", T0 - 30 * 24 * HOUR).changed(T0).rec()]);
+    let (out, stats) = run(vec![order("old", 50.0, "USD", T0 - 30 * 24 * HOUR)
+        .changed(T0)
+        .rec()]);
     assert_eq!(stats.orders_historical, 1);
     assert!(out.discrepancies.is_empty());
     assert!(out.revenue_windows.is_empty());
@@ -437,20 +535,35 @@ fn snapshot_of_orders_older_than_the_ttl_is_historical() {
 #[test]
 fn refund_after_reconciliation_reemits_the_window_with_a_higher_version() {
     let (out, stats) = run(vec![
-        server("CompletePayment", "e1", T0).value(50.0, "USD").order("o1").rec(),
+        server("CompletePayment", "e1", T0)
+            .value(50.0, "USD")
+            .order("o1")
+            .rec(),
         order("o1", 50.0, "USD", T0).lsn(1).rec(),
         // Every input moves on, so the watermark passes the hour and its order wait.
         browser("ViewContent", "tick", T0 + 3 * HOUR).rec(),
         server("ViewContent", "tick", T0 + 3 * HOUR).rec(),
-        order("o2", 0.0, "USD", T0 + 3 * HOUR).status("cancelled", T0 + 3 * HOUR).rec(),
-        order("o1", 50.0, "USD", T0).status("refunded", T0 + 3 * HOUR).lsn(2).rec(),
+        order("o2", 0.0, "USD", T0 + 3 * HOUR)
+            .status("cancelled", T0 + 3 * HOUR)
+            .rec(),
+        order("o1", 50.0, "USD", T0)
+            .status("refunded", T0 + 3 * HOUR)
+            .lsn(2)
+            .rec(),
     ]);
     assert!(out.discrepancies.is_empty());
     let versions: Vec<_> = out
         .revenue_windows
         .iter()
         .filter(|w| w.hour_start == T0 / 1000)
-        .map(|w| (w.version, w.orders, w.backend_revenue.to_f64(), w.tracked_revenue.to_f64()))
+        .map(|w| {
+            (
+                w.version,
+                w.orders,
+                w.backend_revenue.to_f64(),
+                w.tracked_revenue.to_f64(),
+            )
+        })
         .collect();
     assert_eq!(versions, [(1, 1, 50.0, 50.0), (2, 0, 0.0, 50.0)]);
     assert_eq!(stats.orders_applied, 3);
@@ -460,12 +573,22 @@ fn refund_after_reconciliation_reemits_the_window_with_a_higher_version() {
 #[test]
 fn revenue_window_reports_drift_per_pixel_currency_and_hour() {
     let (out, _) = run(vec![
-        server("CompletePayment", "e1", T0).value(60.0, "USD").order("o1").rec(),
+        server("CompletePayment", "e1", T0)
+            .value(60.0, "USD")
+            .order("o1")
+            .rec(),
         order("o1", 50.0, "USD", T0).rec(),
         order("o2", 50.0, "USD", T0 + MIN).pixel("PIXEL1").rec(),
     ]);
     let w = &out.revenue_windows[0];
-    assert_eq!((w.event_source_id.as_str(), w.currency.as_str(), w.hour_start), ("PIXEL1", "USD", T0 / 1000));
+    assert_eq!(
+        (
+            w.event_source_id.as_str(),
+            w.currency.as_str(),
+            w.hour_start
+        ),
+        ("PIXEL1", "USD", T0 / 1000)
+    );
     assert_eq!((w.orders, w.purchases, w.matched), (2, 1, 1));
     assert_eq!(w.drift_ratio, Some(-0.4));
     assert_eq!(kinds(&out), ["order_without_conversion", "value_mismatch"]);

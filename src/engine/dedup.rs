@@ -229,7 +229,8 @@ impl Dedup {
         if denied {
             let action = self.remove_pending(fp);
             stats.consent_dropped(action.copies() + 1);
-            let mut f = flags::CONSENT_DROPPED | action.source_flags() | flags::of_source(event.source);
+            let mut f =
+                flags::CONSENT_DROPPED | action.source_flags() | flags::of_source(event.source);
             if event.source == Source::Browser {
                 f |= flags::BROWSER_DENIED;
                 if action.server.is_some() {

@@ -104,10 +104,7 @@ impl KeyTable {
     /// Inserts or overwrites the key's state.
     pub fn put(&mut self, fp: Fingerprint, state: KeyState) {
         let entry = Entry::new(fp, state.anchor_s, state.flags);
-        match self
-            .table
-            .find_mut(fp.hash(), |e| e.fingerprint() == fp)
-        {
+        match self.table.find_mut(fp.hash(), |e| e.fingerprint() == fp) {
             Some(slot) => *slot = entry,
             None => {
                 self.table
@@ -162,10 +159,34 @@ mod tests {
     fn flags_and_anchor_round_trip_beside_the_fingerprint() {
         let mut t = KeyTable::default();
         let fp = Fingerprint::of(&["P1", "Purchase", "e1"]);
-        t.put(fp, KeyState { anchor_s: 77, flags: 0b1010_0101 });
-        assert_eq!(t.get(fp), Some(KeyState { anchor_s: 77, flags: 0b1010_0101 }));
-        t.put(fp, KeyState { anchor_s: 78, flags: 1 });
-        assert_eq!(t.get(fp), Some(KeyState { anchor_s: 78, flags: 1 }));
+        t.put(
+            fp,
+            KeyState {
+                anchor_s: 77,
+                flags: 0b1010_0101,
+            },
+        );
+        assert_eq!(
+            t.get(fp),
+            Some(KeyState {
+                anchor_s: 77,
+                flags: 0b1010_0101
+            })
+        );
+        t.put(
+            fp,
+            KeyState {
+                anchor_s: 78,
+                flags: 1,
+            },
+        );
+        assert_eq!(
+            t.get(fp),
+            Some(KeyState {
+                anchor_s: 78,
+                flags: 1
+            })
+        );
         assert_eq!(t.len(), 1);
     }
 
@@ -178,7 +199,13 @@ mod tests {
     fn expire_drops_only_older_anchors() {
         let mut t = KeyTable::default();
         for i in 0..100u32 {
-            t.put(Fingerprint::of(&[&i.to_string()]), KeyState { anchor_s: i, flags: 0 });
+            t.put(
+                Fingerprint::of(&[&i.to_string()]),
+                KeyState {
+                    anchor_s: i,
+                    flags: 0,
+                },
+            );
         }
         t.expire_before(60);
         assert_eq!(t.len(), 40);

@@ -127,7 +127,8 @@ fn millis(d: std::time::Duration) -> i64 {
 impl Engine {
     pub fn new(engine: &EngineConfig, orders: &OrdersConfig) -> Engine {
         let ttl_ms = millis(engine.ttl);
-        let value_tolerance = Money((engine.value_tolerance * Money::MICROS_PER_UNIT as f64).round() as i64);
+        let value_tolerance =
+            Money((engine.value_tolerance * Money::MICROS_PER_UNIT as f64).round() as i64);
         Engine {
             ttl_ms,
             value_tolerance,
@@ -321,9 +322,10 @@ impl Engine {
         if let (true, Some(order_id)) = (is_purchase, order_id) {
             let fp = Fingerprint::of(&[&first.pixel, order_id]);
             let anchor_s = action.anchor.div_euclid(1000);
-            let claimed = self.order_keys.get(fp).is_some_and(|s| {
-                (anchor_s - i64::from(s.anchor_s)).abs() < self.ttl_ms / 1000
-            });
+            let claimed = self
+                .order_keys
+                .get(fp)
+                .is_some_and(|s| (anchor_s - i64::from(s.anchor_s)).abs() < self.ttl_ms / 1000);
             if claimed {
                 self.stats
                     .duplicates(DuplicateReason::DuplicateOrder, action.copies());
@@ -353,7 +355,8 @@ impl Engine {
         }
         if let Some(currency) = &conversion.properties.currency {
             if !is_iso4217(currency) {
-                let mut d = conversion_discrepancy(DiscrepancyKind::InvalidCurrency, &conversion, "");
+                let mut d =
+                    conversion_discrepancy(DiscrepancyKind::InvalidCurrency, &conversion, "");
                 d.currency = Some(currency.clone());
                 push_discrepancy(d, &mut self.stats, out);
             }
@@ -362,7 +365,11 @@ impl Engine {
             self.parity(&conversion, first, other, out);
         }
         if is_purchase {
-            let currency = conversion.properties.currency.as_deref().unwrap_or("unknown");
+            let currency = conversion
+                .properties
+                .currency
+                .as_deref()
+                .unwrap_or("unknown");
             let value = conversion.properties.value.unwrap_or_default();
             self.revenue.track(
                 &conversion.event_source_id,
@@ -374,7 +381,8 @@ impl Engine {
             );
             match order_id {
                 None => {
-                    let d = conversion_discrepancy(DiscrepancyKind::MissingOrderId, &conversion, "");
+                    let d =
+                        conversion_discrepancy(DiscrepancyKind::MissingOrderId, &conversion, "");
                     push_discrepancy(d, &mut self.stats, out);
                 }
                 Some(order_id) => self.reconciler.on_purchase(
@@ -398,7 +406,11 @@ impl Engine {
 
     /// Browser/server parity of a merged action: currency, else value; match keys on one side.
     fn parity(&mut self, conversion: &Conversion, a: &Event, b: &Event, out: &mut Outputs) {
-        let (browser, server) = if a.source == Source::Browser { (a, b) } else { (b, a) };
+        let (browser, server) = if a.source == Source::Browser {
+            (a, b)
+        } else {
+            (b, a)
+        };
         let (bp, sp) = (&browser.properties, &server.properties);
         let mismatch = match (&bp.currency, &sp.currency) {
             (Some(bc), Some(sc)) if bc != sc => Some(DiscrepancyKind::CurrencyParity),
@@ -423,7 +435,8 @@ impl Engine {
                 (None, Some(_)) => Source::Server,
                 _ => continue,
             };
-            let mut d = conversion_discrepancy(DiscrepancyKind::MatchKeyParity, conversion, key.as_str());
+            let mut d =
+                conversion_discrepancy(DiscrepancyKind::MatchKeyParity, conversion, key.as_str());
             d.match_key = Some(key);
             d.present_on = Some(present_on);
             push_discrepancy(d, &mut self.stats, out);
@@ -441,17 +454,31 @@ fn merge(action: &Action, first: &Event, other: Option<&Event>) -> Conversion {
         properties.fill_from(&other.properties);
         page.fill_from(&other.page);
     }
-    let with_value = |e: &Option<Event>| e.as_ref().filter(|e| e.properties.value.is_some()).cloned();
+    let with_value =
+        |e: &Option<Event>| e.as_ref().filter(|e| e.properties.value.is_some()).cloned();
     let (value_source, value, currency) = if let Some(s) = with_value(&action.server) {
-        (ValueSource::Server, s.properties.value, s.properties.currency)
+        (
+            ValueSource::Server,
+            s.properties.value,
+            s.properties.currency,
+        )
     } else if let Some(b) = with_value(&action.browser) {
-        (ValueSource::Browser, b.properties.value, b.properties.currency)
+        (
+            ValueSource::Browser,
+            b.properties.value,
+            b.properties.currency,
+        )
     } else {
         let currency = action
             .server
             .as_ref()
             .and_then(|s| s.properties.currency.clone())
-            .or_else(|| action.browser.as_ref().and_then(|b| b.properties.currency.clone()));
+            .or_else(|| {
+                action
+                    .browser
+                    .as_ref()
+                    .and_then(|b| b.properties.currency.clone())
+            });
         (ValueSource::None, None, currency)
     };
     properties.value = value;
@@ -466,7 +493,10 @@ fn merge(action: &Action, first: &Event, other: Option<&Event>) -> Conversion {
         key: action.key.clone(),
         event_source_id: first.pixel.clone(),
         event: first.event.clone(),
-        event_id: first.event_id.clone().or_else(|| other.and_then(|o| o.event_id.clone())),
+        event_id: first
+            .event_id
+            .clone()
+            .or_else(|| other.and_then(|o| o.event_id.clone())),
         event_time: first.event_time.div_euclid(1000),
         user,
         properties,

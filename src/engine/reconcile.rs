@@ -68,7 +68,10 @@ struct Entry {
 impl Entry {
     /// Latest event time this entry is about, for retention.
     fn last_time(&self) -> i64 {
-        let o = self.order.as_ref().map_or(i64::MIN, |o| o.created_at.max(o.changed_at));
+        let o = self
+            .order
+            .as_ref()
+            .map_or(i64::MIN, |o| o.created_at.max(o.changed_at));
         let p = self.purchase.as_ref().map_or(i64::MIN, |p| p.event_time);
         o.max(p)
     }
@@ -128,7 +131,10 @@ impl Reconciler {
 
         let row = match (change.op, current) {
             (OrderOp::Upsert, _) | (OrderOp::Delete, None) => OrderRow {
-                total: change.total.or(current.map(|r| r.total)).unwrap_or_default(),
+                total: change
+                    .total
+                    .or(current.map(|r| r.total))
+                    .unwrap_or_default(),
                 currency: change
                     .currency
                     .clone()
@@ -137,7 +143,10 @@ impl Reconciler {
                 status: change.status.clone(),
                 created_at,
                 changed_at: change.changed_at,
-                pixel: change.pixel.clone().or_else(|| current.and_then(|r| r.pixel.clone())),
+                pixel: change
+                    .pixel
+                    .clone()
+                    .or_else(|| current.and_then(|r| r.pixel.clone())),
                 lsn: change.lsn,
                 deleted: change.op == OrderOp::Delete,
             },
@@ -195,7 +204,12 @@ impl Reconciler {
     }
 
     /// The earliest deadline passed: report whichever side is still unmatched.
-    pub fn fire_next(&mut self, revenue: &mut RevenueWindows, stats: &mut Stats, out: &mut Outputs) {
+    pub fn fire_next(
+        &mut self,
+        revenue: &mut RevenueWindows,
+        stats: &mut Stats,
+        out: &mut Outputs,
+    ) {
         let Some((_, order_id)) = self.timers.pop_first() else {
             return;
         };
@@ -251,7 +265,11 @@ fn counts_as_revenue(rules: &ReconcileRules, order: &OrderRow) -> bool {
 }
 
 fn purchase_discrepancy(kind: DiscrepancyKind, p: &PurchaseRef) -> Discrepancy {
-    let mut d = Discrepancy::new(kind, format!("{}/{}", kind.as_str(), p.order_id), p.event_time);
+    let mut d = Discrepancy::new(
+        kind,
+        format!("{}/{}", kind.as_str(), p.order_id),
+        p.event_time,
+    );
     d.order_id = Some(p.order_id.clone());
     d.event_source_id = Some(p.pixel.clone());
     d.event = Some(p.event.clone());

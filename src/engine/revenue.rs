@@ -98,7 +98,14 @@ impl RevenueWindows {
             let p = prev.expect("checked");
             let (orders, matched, backend) = delta(p, -1);
             let (n_orders, n_matched, n_backend) = delta(next, 1);
-            self.apply_order_delta(next, orders + n_orders, matched + n_matched, backend + n_backend, stats, out);
+            self.apply_order_delta(
+                next,
+                orders + n_orders,
+                matched + n_matched,
+                backend + n_backend,
+                stats,
+                out,
+            );
             return;
         }
         if let Some(p) = prev {

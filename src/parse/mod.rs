@@ -41,7 +41,15 @@ impl Parser {
         bytes: Option<&[u8]>,
         out: &mut Vec<Parsed>,
     ) {
-        let _ = (&self.engine, &self.orders, input, partition, offset, bytes, out);
+        let _ = (
+            &self.engine,
+            &self.orders,
+            input,
+            partition,
+            offset,
+            bytes,
+            out,
+        );
         todo!("parse")
     }
 }
