@@ -267,7 +267,7 @@ impl Page {
 }
 
 /// One copy of a user action, as either side sent it, parsed and with PII hashed.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
     pub source: Source,
     /// The pixel code (`event_source_id`, or `pixel_code` in the older API shape).

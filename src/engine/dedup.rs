@@ -9,7 +9,8 @@
 
 use std::collections::BTreeSet;
 
-use hashbrown::HashMap;
+use hashbrown::{HashMap, HashSet};
+use serde::{Deserialize, Serialize};
 
 use crate::model::{Consent, DiscrepancyKind, Event, Source};
 
@@ -40,7 +41,7 @@ pub mod flags {
 }
 
 /// The copies of one user action, from its first copy until release.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Action {
     /// `None` for a copy without event_id, which can never be matched again.
     pub fp: Option<Fingerprint>,
@@ -122,6 +123,15 @@ pub struct Dedup {
     /// (due time, key): released in this order, which depends only on the data.
     queue: BTreeSet<(i64, Fingerprint)>,
     closed: KeyTable,
+    /// Keys changed since the last changelog flush.
+    dirty: HashSet<Fingerprint>,
+}
+
+/// A key's state as the changelog records it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum KeyRecord {
+    Pending(Action),
+    Closed(KeyState),
 }
 
 fn seconds(ms: i64) -> i64 {
@@ -135,6 +145,7 @@ impl Dedup {
             pending: HashMap::new(),
             queue: BTreeSet::new(),
             closed: KeyTable::default(),
+            dirty: HashSet::new(),
         }
     }
 
@@ -216,6 +227,7 @@ impl Dedup {
         self.queue
             .insert((action.anchor + self.rules.merge_window_ms, fp));
         self.pending.insert(fp, action);
+        self.dirty.insert(fp);
     }
 
     fn offer_to_pending(
@@ -252,6 +264,7 @@ impl Dedup {
             return;
         }
         let t = event.event_time;
+        self.dirty.insert(fp);
         let source = event.source;
         *action.slot(source) = Some(event);
         if t < action.anchor {
@@ -314,6 +327,7 @@ impl Dedup {
                 flags: f,
             },
         );
+        self.dirty.insert(fp);
     }
 
     /// Records how a released action ended (`flags::EMITTED` or `flags::DUPLICATE_ORDER`).
@@ -326,10 +340,12 @@ impl Dedup {
     fn close_key(&mut self, fp: Fingerprint, anchor_ms: i64, flags: u8) {
         let anchor_s = u32::try_from(seconds(anchor_ms).max(0)).unwrap_or(u32::MAX);
         self.closed.put(fp, KeyState { anchor_s, flags });
+        self.dirty.insert(fp);
     }
 
     fn remove_pending(&mut self, fp: Fingerprint) -> Action {
         let action = self.pending.remove(&fp).expect("pending action");
+        self.dirty.insert(fp);
         self.queue
             .remove(&(action.anchor + self.rules.merge_window_ms, fp));
         action
@@ -343,6 +359,7 @@ impl Dedup {
     /// Releases the earliest pending action.
     pub fn release_next(&mut self) -> Option<Action> {
         let (_, fp) = self.queue.pop_first()?;
+        self.dirty.insert(fp);
         self.pending.remove(&fp)
     }
 
@@ -352,6 +369,41 @@ impl Dedup {
         let cutoff = seconds(watermark) - 2 * self.rules.ttl_s;
         self.closed
             .expire_before(u32::try_from(cutoff.max(0)).unwrap_or(u32::MAX));
+    }
+
+    /// The state of every key changed since the last call (`None`: the key is gone).
+    pub fn take_changes(&mut self) -> Vec<(Fingerprint, Option<KeyRecord>)> {
+        let mut changed: Vec<Fingerprint> = self.dirty.drain().collect();
+        // Sorted, so the changelog of a run is reproducible byte for byte.
+        changed.sort_unstable();
+        changed
+            .into_iter()
+            .map(|fp| {
+                let record = match self.pending.get(&fp) {
+                    Some(action) => Some(KeyRecord::Pending(action.clone())),
+                    None => self.closed.get(fp).map(KeyRecord::Closed),
+                };
+                (fp, record)
+            })
+            .collect()
+    }
+
+    /// Puts back one key from the changelog (`None` removes it).
+    pub fn restore(&mut self, fp: Fingerprint, record: Option<KeyRecord>) {
+        if let Some(old) = self.pending.remove(&fp) {
+            self.queue
+                .remove(&(old.anchor + self.rules.merge_window_ms, fp));
+        }
+        self.closed.remove(fp);
+        match record {
+            Some(KeyRecord::Pending(action)) => {
+                self.queue
+                    .insert((action.anchor + self.rules.merge_window_ms, fp));
+                self.pending.insert(fp, action);
+            }
+            Some(KeyRecord::Closed(state)) => self.closed.put(fp, state),
+            None => {}
+        }
     }
 
     pub fn pending_len(&self) -> usize {

@@ -13,7 +13,10 @@
 use hashbrown::HashTable;
 
 /// Fingerprint of a key: the low 56 bits of an xxh3-64 hash of its parts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(transparent)]
 pub struct Fingerprint(u64);
 
 impl Fingerprint {
@@ -110,6 +113,12 @@ impl KeyTable {
                 self.table
                     .insert_unique(fp.hash(), entry, |e| e.fingerprint().hash());
             }
+        }
+    }
+
+    pub fn remove(&mut self, fp: Fingerprint) {
+        if let Ok(entry) = self.table.find_entry(fp.hash(), |e| e.fingerprint() == fp) {
+            entry.remove();
         }
     }
 

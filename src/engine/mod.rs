@@ -6,6 +6,7 @@
 //! do I/O, read a clock, or depend on anything but its inputs and their order, so that a replay
 //! at any speed, and a restart, give the same outputs.
 
+pub mod changelog;
 pub mod dedup;
 pub mod keys;
 pub mod reconcile;
@@ -24,6 +25,7 @@ use crate::model::{
 };
 use crate::parse::Parsed;
 
+use changelog::{ChangelogEntry, ChangelogError, Meta, StateRecord};
 use dedup::{flags, Action, Dedup, DedupRules};
 use keys::{Fingerprint, KeyState, KeyTable};
 use reconcile::{PurchaseRef, ReconcileRules, Reconciler};
@@ -87,12 +89,20 @@ pub struct Engine {
     /// what makes the outcome independent of arrival order: the watermark decides only when a
     /// copy is applied, never in what order relative to the others.
     reorder: BinaryHeap<Reverse<Buffered>>,
+    /// Sequence number for the next buffered copy; copies numbered below `written_below` are in
+    /// the changelog already.
+    next_seq: u64,
+    written_below: u64,
+    /// Buffered copies the changelog holds that have since been applied: tombstones to write.
+    applied_written: Vec<crate::model::Position>,
+    /// Order keys changed since the last changelog flush.
+    order_keys_dirty: hashbrown::HashSet<Fingerprint>,
 }
 
 /// A copy in the reorder buffer, ordered by (event time, source, position): the "first copy"
 /// order of the rules.
 #[derive(Debug)]
-struct Buffered(Box<Event>);
+struct Buffered(Box<Event>, u64);
 
 impl Buffered {
     fn sort_key(&self) -> (i64, Source, &crate::model::Position) {
@@ -153,6 +163,10 @@ impl Engine {
             next_expiry: i64::MIN,
             released: Vec::new(),
             reorder: BinaryHeap::new(),
+            next_seq: 0,
+            written_below: 0,
+            applied_written: Vec::new(),
+            order_keys_dirty: hashbrown::HashSet::new(),
         }
     }
 
@@ -192,12 +206,18 @@ impl Engine {
                     }
                     // Behind the watermark: too late to sort, applied as it comes.
                     Some(wm) if time < wm => self.apply_event(event, out),
-                    _ => self.reorder.push(Reverse(Buffered(Box::new(event)))),
+                    _ => self.buffer(event),
                 }
                 self.watermarks.observe(input, time);
                 self.fire_timers(out);
             }
         }
+    }
+
+    fn buffer(&mut self, event: Event) {
+        self.reorder
+            .push(Reverse(Buffered(Box::new(event), self.next_seq)));
+        self.next_seq += 1;
     }
 
     fn apply_event(&mut self, event: Event, out: &mut Outputs) {
@@ -248,6 +268,92 @@ impl Engine {
         }
     }
 
+    /// The state changed since the last call, as changelog entries: written to a compacted
+    /// topic at each checkpoint, they let [`Engine::restore`] rebuild this engine exactly.
+    pub fn take_changes(&mut self) -> Vec<ChangelogEntry> {
+        let mut records = Vec::new();
+        for Reverse(Buffered(event, seq)) in self.reorder.iter() {
+            if *seq >= self.written_below {
+                records.push(StateRecord::Buffered(
+                    event.position.clone(),
+                    Some((**event).clone()),
+                ));
+            }
+        }
+        records.extend(
+            self.applied_written
+                .drain(..)
+                .map(|p| StateRecord::Buffered(p, None)),
+        );
+        self.written_below = self.next_seq;
+        for (fp, record) in self.dedup.take_changes() {
+            records.push(StateRecord::DedupKey(fp, record));
+        }
+        let mut claimed: Vec<_> = self.order_keys_dirty.drain().collect();
+        claimed.sort_unstable();
+        for fp in claimed {
+            records.push(StateRecord::OrderKey(fp, self.order_keys.get(fp)));
+        }
+        for (id, entry) in self.reconciler.take_changes() {
+            records.push(StateRecord::Order(id, entry));
+        }
+        for (key, window) in self.revenue.take_changes() {
+            records.push(StateRecord::Window(key, window));
+        }
+        records.push(StateRecord::Meta(Some(Meta {
+            max_seen: self.watermarks.max_seen(),
+            watermark: self.watermarks.current(),
+            next_expiry: self.next_expiry,
+            stats: self.stats.clone(),
+        })));
+        records.iter().map(changelog::encode).collect()
+    }
+
+    /// Rebuilds an engine from changelog entries in the order they were written (later entries
+    /// for a key replace earlier ones; a tombstone removes the key).
+    pub fn restore(
+        engine: &EngineConfig,
+        orders: &OrdersConfig,
+        entries: impl IntoIterator<Item = ChangelogEntry>,
+    ) -> Result<Engine, ChangelogError> {
+        let mut restored = Engine::new(engine, orders);
+        let mut buffered = std::collections::BTreeMap::new();
+        for entry in entries {
+            match changelog::decode(&entry)? {
+                StateRecord::Meta(Some(meta)) => {
+                    restored.watermarks.restore(meta.max_seen, meta.watermark);
+                    restored.next_expiry = meta.next_expiry;
+                    restored.stats = meta.stats;
+                }
+                StateRecord::Meta(None) => {}
+                StateRecord::Buffered(position, event) => match event {
+                    Some(e) => {
+                        buffered.insert(position, e);
+                    }
+                    None => {
+                        buffered.remove(&position);
+                    }
+                },
+                StateRecord::DedupKey(fp, record) => restored.dedup.restore(fp, record),
+                StateRecord::OrderKey(fp, state) => match state {
+                    Some(s) => restored.order_keys.put(fp, s),
+                    None => restored.order_keys.remove(fp),
+                },
+                StateRecord::Order(id, entry) => restored.reconciler.restore(id, entry),
+                StateRecord::Window(key, window) => restored.revenue.restore(key, window),
+            }
+        }
+        for event in buffered.into_values() {
+            restored.buffer(event);
+        }
+        // Everything restored is in the changelog already.
+        restored.written_below = restored.next_seq;
+        restored.dedup.take_changes();
+        restored.reconciler.take_changes();
+        restored.revenue.take_changes();
+        Ok(restored)
+    }
+
     fn fire_timers(&mut self, out: &mut Outputs) {
         if let Some(wm) = self.watermarks.current() {
             self.fire_until(wm, out);
@@ -280,7 +386,10 @@ impl Engine {
             match next {
                 Some((due, kind)) if due < watermark || watermark == i64::MAX => match kind {
                     0 => {
-                        let Reverse(Buffered(event)) = self.reorder.pop().expect("peeked");
+                        let Reverse(Buffered(event, seq)) = self.reorder.pop().expect("peeked");
+                        if seq < self.written_below {
+                            self.applied_written.push(event.position.clone());
+                        }
                         self.apply_event(*event, out);
                     }
                     1 => {
@@ -342,6 +451,7 @@ impl Engine {
                     flags: 0,
                 },
             );
+            self.order_keys_dirty.insert(fp);
         }
 
         let conversion = merge(action, first, other);

@@ -8,7 +8,8 @@
 
 use std::collections::BTreeSet;
 
-use hashbrown::HashMap;
+use hashbrown::{HashMap, HashSet};
+use serde::{Deserialize, Serialize};
 
 use crate::model::{Discrepancy, DiscrepancyKind, Money, OrderChange, OrderOp};
 
@@ -27,7 +28,7 @@ pub struct ReconcileRules {
 }
 
 /// The order as its last applied change left it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct OrderRow {
     total: Money,
     currency: String,
@@ -40,7 +41,7 @@ struct OrderRow {
 }
 
 /// A purchase conversion waiting for, or matched to, its order.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PurchaseRef {
     pub order_id: String,
     pub pixel: String,
@@ -51,8 +52,9 @@ pub struct PurchaseRef {
     pub event_time: i64,
 }
 
-#[derive(Debug, Default)]
-struct Entry {
+/// Everything known about one order id; also its changelog record.
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
     order: Option<OrderRow>,
     purchase: Option<PurchaseRef>,
     /// Both sides were there and have been compared.
@@ -81,6 +83,8 @@ pub struct Reconciler {
     rules: ReconcileRules,
     entries: HashMap<String, Entry>,
     timers: BTreeSet<(i64, String)>,
+    /// Order ids changed since the last changelog flush.
+    dirty: HashSet<String>,
 }
 
 impl Reconciler {
@@ -89,6 +93,7 @@ impl Reconciler {
             rules,
             entries: HashMap::new(),
             timers: BTreeSet::new(),
+            dirty: HashSet::new(),
         }
     }
 
@@ -103,6 +108,17 @@ impl Reconciler {
     ) -> OrderOutcome {
         let existing = self.entries.get(&change.order_id);
         let current = existing.and_then(|e| e.order.as_ref());
+        // Historical is decided first, so the bucket never depends on whether an old order's
+        // state has been swept yet.
+        let Some(created_at) = change.created_at.or(current.map(|r| r.created_at)) else {
+            // A key-only delete of an order this instance does not hold: it was created before
+            // anything still tracked.
+            return OrderOutcome::Historical;
+        };
+        let now = watermark.map_or(change.changed_at, |w| w.max(change.changed_at));
+        if created_at < now - self.rules.ttl_ms {
+            return OrderOutcome::Historical;
+        }
         if let Some(row) = current {
             let redelivered = match (change.lsn, row.lsn) {
                 (Some(new), Some(applied)) => new <= applied,
@@ -118,15 +134,6 @@ impl Reconciler {
             if redelivered {
                 return OrderOutcome::Redelivered;
             }
-        }
-        let Some(created_at) = change.created_at.or(current.map(|r| r.created_at)) else {
-            // A key-only delete of an order this instance never held: it was created before
-            // anything we still track.
-            return OrderOutcome::Historical;
-        };
-        let now = watermark.map_or(change.changed_at, |w| w.max(change.changed_at));
-        if created_at < now - self.rules.ttl_ms {
-            return OrderOutcome::Historical;
         }
 
         let row = match (change.op, current) {
@@ -157,6 +164,7 @@ impl Reconciler {
                 ..prev.clone()
             },
         };
+        self.dirty.insert(change.order_id.clone());
         let entry = self.entries.entry(change.order_id.clone()).or_default();
         entry.order = Some(row);
         if !entry.compared {
@@ -189,6 +197,7 @@ impl Reconciler {
             return;
         }
         entry.purchase = Some(purchase.clone());
+        self.dirty.insert(purchase.order_id.clone());
         if entry.order.is_some() {
             compare(&self.rules, entry, &purchase, stats, out);
             update_contribution(&self.rules, entry, revenue, stats, out);
@@ -218,6 +227,7 @@ impl Reconciler {
         };
         entry.timed_out = true;
         entry.deadline = None;
+        self.dirty.insert(order_id.clone());
         if entry.compared {
             return;
         }
@@ -253,6 +263,34 @@ impl Reconciler {
 
     pub fn len(&self) -> usize {
         self.entries.len()
+    }
+
+    /// The state of every order id changed since the last call (`None`: forgotten).
+    pub fn take_changes(&mut self) -> Vec<(String, Option<Entry>)> {
+        let mut changed: Vec<String> = self.dirty.drain().collect();
+        changed.sort_unstable();
+        changed
+            .into_iter()
+            .map(|id| {
+                let entry = self.entries.get(&id).cloned();
+                (id, entry)
+            })
+            .collect()
+    }
+
+    /// Puts back one order id from the changelog (`None` removes it).
+    pub fn restore(&mut self, order_id: String, entry: Option<Entry>) {
+        if let Some(old) = self.entries.remove(&order_id) {
+            if let Some(due) = old.deadline {
+                self.timers.remove(&(due, order_id.clone()));
+            }
+        }
+        if let Some(entry) = entry {
+            if let Some(due) = entry.deadline {
+                self.timers.insert((due, order_id.clone()));
+            }
+            self.entries.insert(order_id, entry);
+        }
     }
 }
 

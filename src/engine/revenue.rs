@@ -8,6 +8,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use hashbrown::HashSet;
+use serde::{Deserialize, Serialize};
+
 use crate::model::{Money, RevenueWindow, FORMAT_VERSION};
 
 use super::stats::Stats;
@@ -20,15 +23,17 @@ pub fn hour_of(time_ms: i64) -> i64 {
     time_ms.div_euclid(HOUR_MS) * HOUR_MS
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-struct WindowKey {
+/// A window's identity; also its changelog key.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct WindowKey {
     hour_start: i64,
     pixel: String,
     currency: String,
 }
 
-#[derive(Debug, Clone, Default)]
-struct Window {
+/// One window's aggregates; also its changelog record. Version 0: not emitted yet.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Window {
     orders: u64,
     purchases: u64,
     matched: u64,
@@ -38,7 +43,7 @@ struct Window {
 }
 
 /// What one order adds to its hour's window; removed and re-added when the order changes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderContribution {
     pub pixel: String,
     pub currency: String,
@@ -54,6 +59,8 @@ pub struct RevenueWindows {
     windows: BTreeMap<WindowKey, Window>,
     /// Hours whose windows have not been emitted yet.
     open_hours: BTreeSet<i64>,
+    /// Windows changed since the last changelog flush.
+    dirty: HashSet<WindowKey>,
 }
 
 impl RevenueWindows {
@@ -62,6 +69,7 @@ impl RevenueWindows {
             order_wait_ms,
             windows: BTreeMap::new(),
             open_hours: BTreeSet::new(),
+            dirty: HashSet::new(),
         }
     }
 
@@ -152,6 +160,7 @@ impl RevenueWindows {
         };
         let window = self.windows.entry(key.clone()).or_default();
         apply(window);
+        self.dirty.insert(key.clone());
         if window.version > 0 {
             // Already emitted: an emitted window is corrected by a newer version, never edited.
             window.version += 1;
@@ -185,6 +194,7 @@ impl RevenueWindows {
             }
             if window.version == 0 {
                 window.version = 1;
+                self.dirty.insert(key.clone());
                 out.revenue_windows.push(render(key, window));
                 stats.revenue_windows += 1;
             }
@@ -199,6 +209,34 @@ impl RevenueWindows {
 
     pub fn len(&self) -> usize {
         self.windows.len()
+    }
+
+    /// Every window changed since the last call (`None`: forgotten).
+    pub fn take_changes(&mut self) -> Vec<(WindowKey, Option<Window>)> {
+        let mut changed: Vec<WindowKey> = self.dirty.drain().collect();
+        changed.sort_unstable();
+        changed
+            .into_iter()
+            .map(|k| {
+                let w = self.windows.get(&k).cloned();
+                (k, w)
+            })
+            .collect()
+    }
+
+    /// Puts back one window from the changelog (`None` removes it).
+    pub fn restore(&mut self, key: WindowKey, window: Option<Window>) {
+        match window {
+            Some(w) => {
+                if w.version == 0 {
+                    self.open_hours.insert(key.hour_start);
+                }
+                self.windows.insert(key, w);
+            }
+            None => {
+                self.windows.remove(&key);
+            }
+        }
     }
 }
 

@@ -1,0 +1,297 @@
+//! The engine's state as a changelog: key -> state record, last write wins.
+//!
+//! Owns: the byte format of changelog keys and values, and their versioning. A compacted Kafka
+//! topic (or any key-value log) holding these entries is enough to rebuild an engine that then
+//! behaves exactly as the one that wrote them. Must not: decide what changed (each part of the
+//! engine tracks its own dirty keys) or do I/O.
+//!
+//! Keys are ASCII with a one-letter kind: `m` (watermarks and accounting), `b:<position>` (a copy
+//! waiting in the reorder buffer), `a:<fingerprint>` (a dedup key: pending action or closed
+//! key), `d:<fingerprint>` (an order key claimed by a purchase), `o:<order_id>` (an order and
+//! its purchase), `w:<window>` (a revenue window). Values start with a format version byte, so
+//! a later release can read what an earlier one wrote. Closed dedup keys, the bulk of the state,
+//! are 6 bytes of value; the rest is JSON.
+//!
+//! Expired state is not tombstoned (that would double the writes for every key): the changelog
+//! topic expires it with `cleanup.policy=compact,delete` and a retention above two TTLs, and a
+//! restore drops whatever is already past expiry.
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Event, Position};
+
+use super::dedup::{Action, KeyRecord};
+use super::keys::{Fingerprint, KeyState};
+use super::reconcile::Entry as OrderEntry;
+use super::revenue::{Window, WindowKey};
+use super::stats::Stats;
+
+/// Format version of changelog values this release writes (and the newest it reads).
+pub const CHANGELOG_VERSION: u8 = 1;
+
+/// One changelog record. `value: None` is a tombstone: the key is gone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangelogEntry {
+    pub key: Vec<u8>,
+    pub value: Option<Vec<u8>>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ChangelogError {
+    #[error("changelog key of unknown kind")]
+    UnknownKey,
+    #[error("changelog value written by a newer release (format {0}); upgrade onecount")]
+    NewerFormat(u8),
+    #[error("changelog {kind} record is corrupt: {reason}")]
+    Corrupt { kind: &'static str, reason: String },
+}
+
+/// The engine-wide record: where each input stands, the accounting, the next sweep.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Meta {
+    pub max_seen: [Option<i64>; 3],
+    pub watermark: Option<i64>,
+    pub next_expiry: i64,
+    pub stats: Stats,
+}
+
+/// A decoded changelog record.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StateRecord {
+    Meta(Option<Meta>),
+    Buffered(Position, Option<Event>),
+    DedupKey(Fingerprint, Option<KeyRecord>),
+    OrderKey(Fingerprint, Option<KeyState>),
+    Order(String, Option<OrderEntry>),
+    Window(WindowKey, Option<Window>),
+}
+
+const META_KEY: &[u8] = b"m";
+
+fn versioned(payload: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+    let mut v = vec![CHANGELOG_VERSION];
+    payload(&mut v);
+    v
+}
+
+fn json<T: Serialize>(value: &T) -> Vec<u8> {
+    versioned(|v| serde_json::to_writer(v, value).expect("state records serialize"))
+}
+
+fn key_state(state: KeyState) -> Vec<u8> {
+    versioned(|v| {
+        v.push(b'c');
+        v.extend_from_slice(&state.anchor_s.to_le_bytes());
+        v.push(state.flags);
+    })
+}
+
+fn position_key(p: &Position) -> Vec<u8> {
+    format!(
+        "b:{}:{}:{}:{}",
+        p.input.as_str(),
+        p.partition,
+        p.offset,
+        p.index
+    )
+    .into_bytes()
+}
+
+fn fp_key(kind: char, fp: Fingerprint) -> Vec<u8> {
+    format!("{kind}:{:014x}", fp.raw()).into_bytes()
+}
+
+/// Encodes one record.
+pub fn encode(record: &StateRecord) -> ChangelogEntry {
+    let (key, value) = match record {
+        StateRecord::Meta(m) => (META_KEY.to_vec(), m.as_ref().map(json)),
+        StateRecord::Buffered(p, e) => (position_key(p), e.as_ref().map(json)),
+        StateRecord::DedupKey(fp, r) => (
+            fp_key('a', *fp),
+            r.as_ref().map(|r| match r {
+                KeyRecord::Closed(s) => key_state(*s),
+                KeyRecord::Pending(action) => versioned(|v| {
+                    v.push(b'p');
+                    serde_json::to_writer(v, action).expect("actions serialize");
+                }),
+            }),
+        ),
+        StateRecord::OrderKey(fp, s) => (fp_key('d', *fp), s.map(key_state)),
+        StateRecord::Order(id, e) => (format!("o:{id}").into_bytes(), e.as_ref().map(json)),
+        StateRecord::Window(k, w) => {
+            let key = format!(
+                "w:{}",
+                serde_json::to_string(k).expect("window keys serialize")
+            );
+            (key.into_bytes(), w.as_ref().map(json))
+        }
+    };
+    ChangelogEntry { key, value }
+}
+
+fn corrupt(kind: &'static str, reason: impl ToString) -> ChangelogError {
+    ChangelogError::Corrupt {
+        kind,
+        reason: reason.to_string(),
+    }
+}
+
+/// Splits off and checks the version byte.
+fn body<'a>(kind: &'static str, value: &'a [u8]) -> Result<&'a [u8], ChangelogError> {
+    match value.split_first() {
+        None => Err(corrupt(kind, "empty value")),
+        Some((&v, _)) if v > CHANGELOG_VERSION => Err(ChangelogError::NewerFormat(v)),
+        Some((_, rest)) => Ok(rest),
+    }
+}
+
+fn from_json<T: for<'de> Deserialize<'de>>(
+    kind: &'static str,
+    value: Option<&[u8]>,
+) -> Result<Option<T>, ChangelogError> {
+    value
+        .map(|v| serde_json::from_slice(body(kind, v)?).map_err(|e| corrupt(kind, e)))
+        .transpose()
+}
+
+fn decode_key_state(kind: &'static str, body: &[u8]) -> Result<KeyState, ChangelogError> {
+    match body {
+        [b'c', a, b, c, d, flags] => Ok(KeyState {
+            anchor_s: u32::from_le_bytes([*a, *b, *c, *d]),
+            flags: *flags,
+        }),
+        _ => Err(corrupt(kind, "closed key is not 6 bytes")),
+    }
+}
+
+fn parse_fp(kind: &'static str, text: &str) -> Result<Fingerprint, ChangelogError> {
+    u64::from_str_radix(text, 16)
+        .map(Fingerprint::from_raw)
+        .map_err(|e| corrupt(kind, e))
+}
+
+/// Decodes one record.
+pub fn decode(entry: &ChangelogEntry) -> Result<StateRecord, ChangelogError> {
+    let key = std::str::from_utf8(&entry.key).map_err(|_| ChangelogError::UnknownKey)?;
+    let value = entry.value.as_deref();
+    if key.as_bytes() == META_KEY {
+        return Ok(StateRecord::Meta(from_json("meta", value)?));
+    }
+    let (kind, rest) = key.split_once(':').ok_or(ChangelogError::UnknownKey)?;
+    Ok(match kind {
+        "b" => {
+            let event: Option<Event> = from_json("buffered copy", value)?;
+            let mut parts = rest.split(':');
+            let input = match parts.next() {
+                Some("browser") => crate::model::Input::Browser,
+                Some("server") => crate::model::Input::Server,
+                Some("orders") => crate::model::Input::Orders,
+                _ => return Err(corrupt("buffered copy", "unknown input in key")),
+            };
+            let mut num = || -> Result<i64, ChangelogError> {
+                parts
+                    .next()
+                    .and_then(|p| p.parse().ok())
+                    .ok_or_else(|| corrupt("buffered copy", "bad position in key"))
+            };
+            let position = Position {
+                input,
+                partition: num()? as i32,
+                offset: num()?,
+                index: num()? as u32,
+            };
+            StateRecord::Buffered(position, event)
+        }
+        "a" => {
+            let fp = parse_fp("dedup key", rest)?;
+            let record = match value {
+                None => None,
+                Some(v) => Some(match body("dedup key", v)? {
+                    [b'p', json @ ..] => KeyRecord::Pending(
+                        serde_json::from_slice::<Action>(json)
+                            .map_err(|e| corrupt("dedup key", e))?,
+                    ),
+                    closed => KeyRecord::Closed(decode_key_state("dedup key", closed)?),
+                }),
+            };
+            StateRecord::DedupKey(fp, record)
+        }
+        "d" => {
+            let fp = parse_fp("order key", rest)?;
+            let state = value
+                .map(|v| decode_key_state("order key", body("order key", v)?))
+                .transpose()?;
+            StateRecord::OrderKey(fp, state)
+        }
+        "o" => StateRecord::Order(rest.to_string(), from_json("order", value)?),
+        "w" => {
+            let key: WindowKey = serde_json::from_str(rest).map_err(|e| corrupt("window", e))?;
+            StateRecord::Window(key, from_json("window", value)?)
+        }
+        _ => return Err(ChangelogError::UnknownKey),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn closed_key_value_is_six_bytes_plus_version() {
+        let e = encode(&StateRecord::DedupKey(
+            Fingerprint::of(&["p", "e", "id"]),
+            Some(KeyRecord::Closed(KeyState {
+                anchor_s: 7,
+                flags: 3,
+            })),
+        ));
+        assert_eq!(e.value.as_ref().map(Vec::len), Some(7));
+        assert_eq!(
+            decode(&e).unwrap(),
+            StateRecord::DedupKey(
+                Fingerprint::of(&["p", "e", "id"]),
+                Some(KeyRecord::Closed(KeyState {
+                    anchor_s: 7,
+                    flags: 3
+                }))
+            )
+        );
+    }
+
+    #[test]
+    fn value_from_a_newer_release_is_refused_with_a_clear_error() {
+        let mut e = encode(&StateRecord::OrderKey(
+            Fingerprint::of(&["x"]),
+            Some(KeyState {
+                anchor_s: 1,
+                flags: 0,
+            }),
+        ));
+        e.value.as_mut().unwrap()[0] = CHANGELOG_VERSION + 1;
+        assert_eq!(
+            decode(&e),
+            Err(ChangelogError::NewerFormat(CHANGELOG_VERSION + 1))
+        );
+    }
+
+    #[test]
+    fn tombstones_decode_to_absent_state() {
+        let e = ChangelogEntry {
+            key: b"o:order-1".to_vec(),
+            value: None,
+        };
+        assert_eq!(
+            decode(&e).unwrap(),
+            StateRecord::Order("order-1".into(), None)
+        );
+    }
+
+    #[test]
+    fn unknown_key_kind_is_an_error() {
+        let e = ChangelogEntry {
+            key: b"z:1".to_vec(),
+            value: None,
+        };
+        assert_eq!(decode(&e), Err(ChangelogError::UnknownKey));
+    }
+}
