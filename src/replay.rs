@@ -6,7 +6,7 @@
 //! next, and that depends only on the data.
 
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
+use std::io::{self, BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -256,7 +256,7 @@ pub fn replay(
 /// Drives the engine over three line sources, aligned by event time: the next line always comes
 /// from the unfinished input whose highest event time so far is lowest (ties: browser, server,
 /// orders), as if the three had arrived together. `sink` receives outputs as they are produced.
-pub fn run<R: Read>(
+pub fn run<R>(
     config: &Config,
     readers: [R; 3],
     mut sink: impl FnMut(&mut Outputs) -> Result<(), ReplayError>,

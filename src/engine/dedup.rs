@@ -127,7 +127,8 @@ pub struct Dedup {
     dirty: HashSet<Fingerprint>,
 }
 
-/// A key's state as the changelog records it.
+/// A key's state as the changelog records it. Transient, like `StateRecord`.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum KeyRecord {
     Pending(Action),

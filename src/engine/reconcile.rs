@@ -265,6 +265,10 @@ impl Reconciler {
         self.entries.len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
     /// The state of every order id changed since the last call (`None`: forgotten).
     pub fn take_changes(&mut self) -> Vec<(String, Option<Entry>)> {
         let mut changed: Vec<String> = self.dirty.drain().collect();

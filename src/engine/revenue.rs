@@ -211,6 +211,10 @@ impl RevenueWindows {
         self.windows.len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.windows.is_empty()
+    }
+
     /// Every window changed since the last call (`None`: forgotten).
     pub fn take_changes(&mut self) -> Vec<(WindowKey, Option<Window>)> {
         let mut changed: Vec<WindowKey> = self.dirty.drain().collect();
