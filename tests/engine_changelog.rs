@@ -134,7 +134,7 @@ proptest! {
         }
         whole.flush(&mut whole_out);
 
-        let mut first = Engine::new(&config, &orders);
+        let mut first = Engine::new(&config, &orders).with_changelog();
         let mut before = Outputs::default();
         let mut changelog: Vec<ChangelogEntry> = Vec::new();
         for (i, r) in input.iter().cloned().enumerate() {
@@ -165,7 +165,7 @@ proptest! {
 fn duplicate_arriving_after_a_restore_is_still_caught() {
     let config = EngineConfig::default();
     let orders = OrdersConfig::default();
-    let mut engine = Engine::new(&config, &orders);
+    let mut engine = Engine::new(&config, &orders).with_changelog();
     let mut out = Outputs::default();
     engine.process(
         browser("CompletePayment", "e1", T0)

@@ -26,6 +26,42 @@ use super::reconcile::Entry as OrderEntry;
 use super::revenue::{Window, WindowKey};
 use super::stats::Stats;
 
+/// Keys changed since the last changelog flush. Off unless a runtime keeps a changelog: a replay
+/// that never flushes one must not pay a set entry per key.
+#[derive(Debug)]
+pub struct DirtySet<K> {
+    keys: Option<hashbrown::HashSet<K>>,
+}
+
+impl<K> Default for DirtySet<K> {
+    fn default() -> Self {
+        DirtySet { keys: None }
+    }
+}
+
+impl<K: std::hash::Hash + Eq + Ord> DirtySet<K> {
+    pub fn enable(&mut self) {
+        self.keys.get_or_insert_with(hashbrown::HashSet::new);
+    }
+
+    pub fn mark(&mut self, key: K) {
+        if let Some(keys) = &mut self.keys {
+            keys.insert(key);
+        }
+    }
+
+    /// The changed keys, sorted so a run's changelog is reproducible byte for byte.
+    pub fn drain_sorted(&mut self) -> Vec<K> {
+        let mut keys: Vec<K> = self
+            .keys
+            .as_mut()
+            .map(|k| k.drain().collect())
+            .unwrap_or_default();
+        keys.sort_unstable();
+        keys
+    }
+}
+
 /// Format version of changelog values this release writes (and the newest it reads).
 pub const CHANGELOG_VERSION: u8 = 1;
 

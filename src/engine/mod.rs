@@ -15,7 +15,9 @@ pub mod stats;
 pub mod watermark;
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashSet};
+use std::collections::BinaryHeap;
+
+use hashbrown::HashSet;
 
 use crate::config::{ConsentDefault, EngineConfig, OrdersConfig};
 use crate::currency::is_iso4217;
@@ -96,17 +98,26 @@ pub struct Engine {
     /// Buffered copies the changelog holds that have since been applied: tombstones to write.
     applied_written: Vec<crate::model::Position>,
     /// Order keys changed since the last changelog flush.
-    order_keys_dirty: hashbrown::HashSet<Fingerprint>,
+    order_keys_dirty: changelog::DirtySet<Fingerprint>,
+    /// Whether a runtime keeps a changelog of this engine (see [`Engine::with_changelog`]).
+    changelog: bool,
 }
 
 /// A copy in the reorder buffer, ordered by (event time, source, position): the "first copy"
 /// order of the rules.
 #[derive(Debug)]
-struct Buffered(Box<Event>, u64);
+struct Buffered {
+    /// The sort key, inline: comparing through the box missed the cache on every heap step.
+    time: i64,
+    source: Source,
+    position: crate::model::Position,
+    seq: u64,
+    event: Box<Event>,
+}
 
 impl Buffered {
     fn sort_key(&self) -> (i64, Source, &crate::model::Position) {
-        (self.0.event_time, self.0.source, &self.0.position)
+        (self.time, self.source, &self.position)
     }
 }
 
@@ -166,8 +177,20 @@ impl Engine {
             next_seq: 0,
             written_below: 0,
             applied_written: Vec::new(),
-            order_keys_dirty: hashbrown::HashSet::new(),
+            order_keys_dirty: changelog::DirtySet::default(),
+            changelog: false,
         }
+    }
+
+    /// Tracks state changes for [`Engine::take_changes`]. Without it nothing is tracked, so a
+    /// replay pays nothing for the changelog it does not keep.
+    pub fn with_changelog(mut self) -> Engine {
+        self.changelog = true;
+        self.dedup.track_changes();
+        self.reconciler.track_changes();
+        self.revenue.track_changes();
+        self.order_keys_dirty.enable();
+        self
     }
 
     /// Applies one parsed input record, then releases whatever the watermark now allows.
@@ -205,8 +228,8 @@ impl Engine {
                         return;
                     }
                     // Behind the watermark: too late to sort, applied as it comes.
-                    Some(wm) if time < wm => self.apply_event(event, out),
-                    _ => self.buffer(event),
+                    Some(wm) if time < wm => self.apply_event(Box::new(event), out),
+                    _ => self.buffer(Box::new(event)),
                 }
                 self.watermarks.observe(input, time);
                 self.fire_timers(out);
@@ -214,13 +237,18 @@ impl Engine {
         }
     }
 
-    fn buffer(&mut self, event: Event) {
-        self.reorder
-            .push(Reverse(Buffered(Box::new(event), self.next_seq)));
+    fn buffer(&mut self, event: Box<Event>) {
+        self.reorder.push(Reverse(Buffered {
+            time: event.event_time,
+            source: event.source,
+            position: event.position.clone(),
+            seq: self.next_seq,
+            event,
+        }));
         self.next_seq += 1;
     }
 
-    fn apply_event(&mut self, event: Event, out: &mut Outputs) {
+    fn apply_event(&mut self, event: Box<Event>, out: &mut Outputs) {
         self.dedup
             .offer(event, &mut self.stats, out, &mut self.released);
         self.finish_released(out);
@@ -271,12 +299,13 @@ impl Engine {
     /// The state changed since the last call, as changelog entries: written to a compacted
     /// topic at each checkpoint, they let [`Engine::restore`] rebuild this engine exactly.
     pub fn take_changes(&mut self) -> Vec<ChangelogEntry> {
+        assert!(self.changelog, "take_changes needs Engine::with_changelog");
         let mut records = Vec::new();
-        for Reverse(Buffered(event, seq)) in self.reorder.iter() {
-            if *seq >= self.written_below {
+        for Reverse(b) in self.reorder.iter() {
+            if b.seq >= self.written_below {
                 records.push(StateRecord::Buffered(
-                    event.position.clone(),
-                    Some((**event).clone()),
+                    b.position.clone(),
+                    Some((*b.event).clone()),
                 ));
             }
         }
@@ -289,9 +318,7 @@ impl Engine {
         for (fp, record) in self.dedup.take_changes() {
             records.push(StateRecord::DedupKey(fp, record));
         }
-        let mut claimed: Vec<_> = self.order_keys_dirty.drain().collect();
-        claimed.sort_unstable();
-        for fp in claimed {
+        for fp in self.order_keys_dirty.drain_sorted() {
             records.push(StateRecord::OrderKey(fp, self.order_keys.get(fp)));
         }
         for (id, entry) in self.reconciler.take_changes() {
@@ -316,7 +343,7 @@ impl Engine {
         orders: &OrdersConfig,
         entries: impl IntoIterator<Item = ChangelogEntry>,
     ) -> Result<Engine, ChangelogError> {
-        let mut restored = Engine::new(engine, orders);
+        let mut restored = Engine::new(engine, orders).with_changelog();
         let mut buffered = std::collections::BTreeMap::new();
         for entry in entries {
             match changelog::decode(&entry)? {
@@ -344,7 +371,7 @@ impl Engine {
             }
         }
         for event in buffered.into_values() {
-            restored.buffer(event);
+            restored.buffer(Box::new(event));
         }
         // Everything restored is in the changelog already.
         restored.written_below = restored.next_seq;
@@ -375,7 +402,7 @@ impl Engine {
     fn fire_until(&mut self, watermark: i64, out: &mut Outputs) {
         loop {
             let next = [
-                self.reorder.peek().map(|Reverse(b)| (b.0.event_time, 0)),
+                self.reorder.peek().map(|Reverse(b)| (b.time, 0)),
                 self.dedup.next_due().map(|t| (t, 1)),
                 self.reconciler.next_due().map(|t| (t, 2)),
                 self.revenue.next_due().map(|t| (t, 3)),
@@ -386,11 +413,11 @@ impl Engine {
             match next {
                 Some((due, kind)) if due < watermark || watermark == i64::MAX => match kind {
                     0 => {
-                        let Reverse(Buffered(event, seq)) = self.reorder.pop().expect("peeked");
-                        if seq < self.written_below {
-                            self.applied_written.push(event.position.clone());
+                        let Reverse(b) = self.reorder.pop().expect("peeked");
+                        if self.changelog && b.seq < self.written_below {
+                            self.applied_written.push(b.position);
                         }
-                        self.apply_event(*event, out);
+                        self.apply_event(b.event, out);
                     }
                     1 => {
                         if let Some(action) = self.dedup.release_next() {
@@ -451,7 +478,7 @@ impl Engine {
                     flags: 0,
                 },
             );
-            self.order_keys_dirty.insert(fp);
+            self.order_keys_dirty.mark(fp);
         }
 
         let conversion = merge(action, first, other);
@@ -564,32 +591,21 @@ fn merge(action: &Action, first: &Event, other: Option<&Event>) -> Conversion {
         properties.fill_from(&other.properties);
         page.fill_from(&other.page);
     }
-    let with_value =
-        |e: &Option<Event>| e.as_ref().filter(|e| e.properties.value.is_some()).cloned();
-    let (value_source, value, currency) = if let Some(s) = with_value(&action.server) {
-        (
-            ValueSource::Server,
-            s.properties.value,
-            s.properties.currency,
-        )
-    } else if let Some(b) = with_value(&action.browser) {
-        (
-            ValueSource::Browser,
-            b.properties.value,
-            b.properties.currency,
-        )
+    let priced = |e: &Option<Box<Event>>| {
+        e.as_deref()
+            .filter(|e| e.properties.value.is_some())
+            .map(|e| (e.properties.value, e.properties.currency.clone()))
+    };
+    let (value_source, (value, currency)) = if let Some(v) = priced(&action.server) {
+        (ValueSource::Server, v)
+    } else if let Some(v) = priced(&action.browser) {
+        (ValueSource::Browser, v)
     } else {
-        let currency = action
-            .server
-            .as_ref()
-            .and_then(|s| s.properties.currency.clone())
-            .or_else(|| {
-                action
-                    .browser
-                    .as_ref()
-                    .and_then(|b| b.properties.currency.clone())
-            });
-        (ValueSource::None, None, currency)
+        let currency = [&action.server, &action.browser]
+            .into_iter()
+            .flatten()
+            .find_map(|e| e.properties.currency.clone());
+        (ValueSource::None, (None, currency))
     };
     properties.value = value;
     properties.currency = currency;

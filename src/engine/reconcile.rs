@@ -8,11 +8,12 @@
 
 use std::collections::BTreeSet;
 
-use hashbrown::{HashMap, HashSet};
+use hashbrown::HashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::model::{Discrepancy, DiscrepancyKind, Money, OrderChange, OrderOp};
 
+use super::changelog::DirtySet;
 use super::revenue::{hour_of, OrderContribution, RevenueWindows};
 use super::stats::{OrderOutcome, Stats};
 use super::{push_discrepancy, Outputs};
@@ -84,7 +85,7 @@ pub struct Reconciler {
     entries: HashMap<String, Entry>,
     timers: BTreeSet<(i64, String)>,
     /// Order ids changed since the last changelog flush.
-    dirty: HashSet<String>,
+    dirty: DirtySet<String>,
 }
 
 impl Reconciler {
@@ -93,7 +94,7 @@ impl Reconciler {
             rules,
             entries: HashMap::new(),
             timers: BTreeSet::new(),
-            dirty: HashSet::new(),
+            dirty: DirtySet::default(),
         }
     }
 
@@ -164,7 +165,7 @@ impl Reconciler {
                 ..prev.clone()
             },
         };
-        self.dirty.insert(change.order_id.clone());
+        self.dirty.mark(change.order_id.clone());
         let entry = self.entries.entry(change.order_id.clone()).or_default();
         entry.order = Some(row);
         if !entry.compared {
@@ -197,7 +198,7 @@ impl Reconciler {
             return;
         }
         entry.purchase = Some(purchase.clone());
-        self.dirty.insert(purchase.order_id.clone());
+        self.dirty.mark(purchase.order_id.clone());
         if entry.order.is_some() {
             compare(&self.rules, entry, &purchase, stats, out);
             update_contribution(&self.rules, entry, revenue, stats, out);
@@ -227,7 +228,7 @@ impl Reconciler {
         };
         entry.timed_out = true;
         entry.deadline = None;
-        self.dirty.insert(order_id.clone());
+        self.dirty.mark(order_id.clone());
         if entry.compared {
             return;
         }
@@ -270,10 +271,14 @@ impl Reconciler {
     }
 
     /// The state of every order id changed since the last call (`None`: forgotten).
+    /// Starts tracking changed keys for the changelog.
+    pub fn track_changes(&mut self) {
+        self.dirty.enable();
+    }
+
     pub fn take_changes(&mut self) -> Vec<(String, Option<Entry>)> {
-        let mut changed: Vec<String> = self.dirty.drain().collect();
-        changed.sort_unstable();
-        changed
+        self.dirty
+            .drain_sorted()
             .into_iter()
             .map(|id| {
                 let entry = self.entries.get(&id).cloned();

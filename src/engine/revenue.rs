@@ -8,11 +8,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use hashbrown::HashSet;
 use serde::{Deserialize, Serialize};
 
 use crate::model::{Money, RevenueWindow, FORMAT_VERSION};
 
+use super::changelog::DirtySet;
 use super::stats::Stats;
 use super::Outputs;
 
@@ -60,7 +60,7 @@ pub struct RevenueWindows {
     /// Hours whose windows have not been emitted yet.
     open_hours: BTreeSet<i64>,
     /// Windows changed since the last changelog flush.
-    dirty: HashSet<WindowKey>,
+    dirty: DirtySet<WindowKey>,
 }
 
 impl RevenueWindows {
@@ -69,7 +69,7 @@ impl RevenueWindows {
             order_wait_ms,
             windows: BTreeMap::new(),
             open_hours: BTreeSet::new(),
-            dirty: HashSet::new(),
+            dirty: DirtySet::default(),
         }
     }
 
@@ -160,7 +160,7 @@ impl RevenueWindows {
         };
         let window = self.windows.entry(key.clone()).or_default();
         apply(window);
-        self.dirty.insert(key.clone());
+        self.dirty.mark(key.clone());
         if window.version > 0 {
             // Already emitted: an emitted window is corrected by a newer version, never edited.
             window.version += 1;
@@ -194,7 +194,7 @@ impl RevenueWindows {
             }
             if window.version == 0 {
                 window.version = 1;
-                self.dirty.insert(key.clone());
+                self.dirty.mark(key.clone());
                 out.revenue_windows.push(render(key, window));
                 stats.revenue_windows += 1;
             }
@@ -216,10 +216,14 @@ impl RevenueWindows {
     }
 
     /// Every window changed since the last call (`None`: forgotten).
+    /// Starts tracking changed keys for the changelog.
+    pub fn track_changes(&mut self) {
+        self.dirty.enable();
+    }
+
     pub fn take_changes(&mut self) -> Vec<(WindowKey, Option<Window>)> {
-        let mut changed: Vec<WindowKey> = self.dirty.drain().collect();
-        changed.sort_unstable();
-        changed
+        self.dirty
+            .drain_sorted()
             .into_iter()
             .map(|k| {
                 let w = self.windows.get(&k).cloned();

@@ -109,8 +109,8 @@ mod tests {
     #[test]
     fn idle_and_finished_inputs_stop_holding_it_back() {
         let mut w = Watermarks::new(0);
-        w.observe(Input::Browser, 100);
         w.observe(Input::Orders, 10);
+        w.observe(Input::Browser, 100);
         assert_eq!(w.current(), Some(10));
         w.set_idle(Input::Orders);
         assert_eq!(w.current(), Some(100));
