@@ -3,5 +3,7 @@
 //! A pure, deterministic core (`parse`, `engine`) wrapped by thin runtimes (`replay` over files).
 //! See `docs/RULES.md` for the rules the engine applies.
 pub mod config;
+pub mod currency;
 pub mod model;
 pub mod parse;
+pub mod pii;
