@@ -18,7 +18,7 @@
 //!
 //! The names of both generations are accepted in any record (`event_time` wins over
 //! `timestamp`, `user.*` over `context.user.*`, `phone` over `phone_number`); unknown fields are
-//! ignored. In a body, event `i` gets `Position.index = i`; an event that fails becomes its own
+//! ignored. `timestamp` must be a string, as the SDK sends it; `event_time` may be a number. In a body, event `i` gets `Position.index = i`; an event that fails becomes its own
 //! dead letter whose `original` is that event's JSON text exactly as it appears in the body
 //! (sliced, not re-serialised; the body's own fields are not included: the position's offset
 //! and index locate the body), and the other events still parse. A body whose `data`/`batch`
@@ -112,15 +112,26 @@ lenient_object! {
     }
 }
 
-/// A server record: a body with `data[]` or `batch[]`, or a single event.
-#[derive(Debug, Default)]
-pub(crate) struct RawBody<'a> {
+/// A server record: a body whose `data[]` or `batch[]` holds events read as `T`, or a single
+/// event (then `event` holds it; in a body it holds the body's own fields).
+#[derive(Debug)]
+pub(crate) struct RawBody<'a, T> {
     event: RawEvent<'a>,
-    data: Option<List<Obj<RawEvent<'a>>>>,
-    batch: Option<List<Obj<RawEvent<'a>>>>,
+    data: Option<List<T>>,
+    batch: Option<List<T>>,
 }
 
-impl<'de: 'a, 'a> json::Fields<'de> for RawBody<'a> {
+impl<T> Default for RawBody<'_, T> {
+    fn default() -> Self {
+        RawBody {
+            event: RawEvent::default(),
+            data: None,
+            batch: None,
+        }
+    }
+}
+
+impl<'de: 'a, 'a, T: serde::Deserialize<'de>> json::Fields<'de> for RawBody<'a, T> {
     fn field<A: serde::de::MapAccess<'de>>(
         &mut self,
         key: &str,
@@ -135,6 +146,11 @@ impl<'de: 'a, 'a> json::Fields<'de> for RawBody<'a> {
         Ok(true)
     }
 }
+
+/// A body read in one pass, its events typed.
+type TypedBody<'a> = RawBody<'a, Obj<RawEvent<'a>>>;
+/// A body read with its events as raw JSON text, each parsed on its own afterwards.
+type LazyBody<'a> = RawBody<'a, &'a RawValue>;
 
 lenient_object! {
     /// The events of a body as raw JSON text, read again only when one of them failed.
@@ -208,28 +224,23 @@ pub(crate) fn parse_browser(text: &str, sink: &mut Sink<'_>) {
 
 /// A server record: a 2.0 body, a legacy batch, or one event in either generation's shape.
 pub(crate) fn parse_server(text: &str, sink: &mut Sink<'_>) {
-    let body = match serde_json::from_str::<Obj<RawBody<'_>>>(text) {
-        Err(e) => return sink.reject(0, &EventError::Json(e.into())),
-        Ok(Obj::NotObject) => return sink.reject(0, &EventError::NotAnObject("record")),
+    let body = match serde_json::from_str::<Obj<TypedBody<'_>>>(text) {
         Ok(Obj::Ok(body)) => body,
-    };
-    let (events, key, item) = match (&body.data, &body.batch) {
-        (Some(list), _) => (list, "data", "data[]"),
-        (None, Some(list)) => (list, "batch", "batch[]"),
-        (None, None) => {
-            return match build(&body.event, None, Source::Server, sink.position(0)) {
-                Ok(event) => sink.record(Record::Event(event)),
-                Err(e) => sink.reject(0, &e),
+        Ok(Obj::NotObject) => return sink.reject(0, &EventError::NotAnObject("record")),
+        Err(e) => {
+            // serde_json rejects a number beyond f64 (`1e400`) while it reads, which would take
+            // the whole body down. Skipping a value does not evaluate its numbers, so read the
+            // body again with its events as raw text: only the event holding it is lost.
+            return match serde_json::from_str::<Obj<LazyBody<'_>>>(text) {
+                Ok(Obj::Ok(lazy)) if lazy.data.is_some() || lazy.batch.is_some() => {
+                    parse_lazy_body(&lazy, sink)
+                }
+                _ => sink.reject(0, &EventError::Json(e.into())),
             };
         }
     };
-    let events = match events {
-        List::Ok(events) if !events.is_empty() => events,
-        _ => return sink.reject(0, &EventError::NotABatch(key)),
-    };
-    let body_pixel = match pixel_of(&body.event) {
-        Ok(pixel) => pixel,
-        Err(e) => return sink.reject(0, &e),
+    let Some((events, key, item, body_pixel)) = split(&body, sink) else {
+        return;
     };
     for (i, raw) in events.iter().enumerate() {
         let index = u32::try_from(i).unwrap_or(u32::MAX);
@@ -237,16 +248,78 @@ pub(crate) fn parse_server(text: &str, sink: &mut Sink<'_>) {
             Obj::Ok(raw) => build(raw, body_pixel, Source::Server, sink.position(index)),
             Obj::NotObject => Err(EventError::NotAnObject(item)),
         };
-        match result {
-            Ok(event) => sink.record(Record::Event(event)),
-            Err(e) => {
-                let original = if sink.keeps_original() {
-                    item_text(text, key, i).unwrap_or(text)
-                } else {
-                    ""
-                };
-                sink.reject_with_original(index, &e, original.as_bytes());
+        emit(sink, index, result, || {
+            item_text(text, key, i).unwrap_or(text)
+        });
+    }
+}
+
+/// The body of [`parse_server`]'s fallback: each event parsed from its own text.
+fn parse_lazy_body(body: &LazyBody<'_>, sink: &mut Sink<'_>) {
+    let Some((events, _, item, body_pixel)) = split(body, sink) else {
+        return;
+    };
+    for (i, raw) in events.iter().enumerate() {
+        let index = u32::try_from(i).unwrap_or(u32::MAX);
+        let result = match serde_json::from_str::<Obj<RawEvent<'_>>>(raw.get()) {
+            Err(e) => Err(EventError::Json(e.into())),
+            Ok(Obj::NotObject) => Err(EventError::NotAnObject(item)),
+            Ok(Obj::Ok(raw)) => build(&raw, body_pixel, Source::Server, sink.position(index)),
+        };
+        emit(sink, index, result, || raw.get());
+    }
+}
+
+/// The events of a body with their key (`data`/`batch`), the name of one item, and the body's
+/// pixel. `None` when the record is done with: a single event (parsed here), or a body that
+/// cannot be split (one dead letter).
+fn split<'b, 'a, T>(
+    body: &'b RawBody<'a, T>,
+    sink: &mut Sink<'_>,
+) -> Option<(&'b [T], &'static str, &'static str, Option<&'b str>)> {
+    let (events, key, item) = match (&body.data, &body.batch) {
+        (Some(list), _) => (list, "data", "data[]"),
+        (None, Some(list)) => (list, "batch", "batch[]"),
+        (None, None) => {
+            match build(&body.event, None, Source::Server, sink.position(0)) {
+                Ok(event) => sink.record(Record::Event(event)),
+                Err(e) => sink.reject(0, &e),
             }
+            return None;
+        }
+    };
+    let events = match events {
+        List::Ok(events) if !events.is_empty() => events,
+        _ => {
+            sink.reject(0, &EventError::NotABatch(key));
+            return None;
+        }
+    };
+    match pixel_of(&body.event) {
+        Ok(pixel) => Some((events, key, item, pixel)),
+        Err(e) => {
+            sink.reject(0, &e);
+            None
+        }
+    }
+}
+
+/// Event `index` of a body: the event, or its dead letter with the event's own text.
+fn emit<'t>(
+    sink: &mut Sink<'_>,
+    index: u32,
+    result: Result<Event, EventError>,
+    event_text: impl FnOnce() -> &'t str,
+) {
+    match result {
+        Ok(event) => sink.record(Record::Event(event)),
+        Err(e) => {
+            let original = if sink.keeps_original() {
+                event_text()
+            } else {
+                ""
+            };
+            sink.reject_with_original(index, &e, original.as_bytes());
         }
     }
 }
@@ -311,8 +384,13 @@ fn build(
         (_, Some(v)) if *v != Scalar::Null => ("timestamp", v),
         _ => return Err(EventError::Missing("event_time")),
     };
-    let event_time = time::time_ms(value, Units::SecondsOrMillis)
-        .map_err(|source| EventError::Time { field, source })?;
+    // The legacy shape's `timestamp` is an ISO 8601 string (schemas/server_event.json).
+    let event_time = if field == "timestamp" && !matches!(value, Scalar::Str(_)) {
+        Err(TimeError::NotAString)
+    } else {
+        time::time_ms(value, Units::SecondsOrMillis)
+    }
+    .map_err(|source| EventError::Time { field, source })?;
 
     let context = obj(&raw.context, "context")?;
     let user = build_user(obj(&raw.user, "user")?, context)?;
@@ -915,6 +993,22 @@ mod tests {
     }
 
     #[test]
+    fn legacy_timestamp_must_be_a_string() {
+        let line = r#"{"pixel_code":"P","event":"E","timestamp":1697783008}"#;
+        assert_dead(
+            &dead(Input::Server, line),
+            R::InvalidTime,
+            "timestamp: expected a date-time string",
+        );
+        let line = r#"{"pixel_code":"P","event":"E","timestamp":"2023-10-20T06:23:28.000Z","event_time":1697783009}"#;
+        assert_eq!(
+            event(Input::Server, line).event_time,
+            T + 1000,
+            "event_time wins"
+        );
+    }
+
+    #[test]
     fn legacy_batch_event_gets_its_index_and_the_batch_pixel() {
         let line = r#"{"pixel_code":"BATCHPIXEL","batch":[
             {"type":"track","event":"ViewContent","event_id":"v","timestamp":"2023-10-20T06:23:20.000Z"},
@@ -979,6 +1073,39 @@ mod tests {
         };
         assert_dead(d, R::InvalidShape, "data[]");
         assert_eq!((d.position.index, d.original.as_deref()), (2, Some("7")));
+    }
+
+    #[test]
+    fn a_number_beyond_f64_in_one_event_loses_only_that_event() {
+        let bad = r#"{"event":"AddToCart","event_time":1697783004,"properties":{"value":1e400}}"#;
+        for (pixel, key, name) in [
+            ("event_source_id", "data", "ViewContent"),
+            ("pixel_code", "batch", "x"),
+        ] {
+            let line = format!(
+                r#"{{"{pixel}":"P","{key}":[{{"event":"{name}","event_time":1697783000}},{bad},
+                   {{"event":"CompletePayment","event_time":1697783008,"ignored":-1e999}}]}}"#
+            );
+            let out = parse(Input::Server, &line);
+            assert_eq!(out.len(), 3, "{out:?}");
+            assert!(matches!(&out[0], Parsed::Record(_)));
+            assert!(
+                matches!(&out[2], Parsed::Record(crate::model::Record::Event(e)) if e.position.index == 2)
+            );
+            let Parsed::DeadLetter(d) = &out[1] else {
+                panic!("{:?}", out[1])
+            };
+            assert_dead(d, R::InvalidJson, "number out of range");
+            assert_eq!((d.position.index, d.original.as_deref()), (1, Some(bad)));
+        }
+    }
+
+    #[test]
+    fn a_number_beyond_f64_in_the_body_fields_is_one_dead_letter() {
+        let line = r#"{"event_source_id":"P","event_time":1e400,"data":[{"event":"E","event_time":1697783008}]}"#;
+        let d = dead(Input::Server, line);
+        assert_dead(&d, R::InvalidJson, "number out of range");
+        assert_eq!(d.original.as_deref(), Some(line));
     }
 
     #[test]

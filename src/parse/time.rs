@@ -36,6 +36,8 @@ const MICROS_BELOW: i128 = 100_000_000_000_000_000; // 1e17
 pub enum TimeError {
     #[error("expected a number or a date-time string")]
     WrongType,
+    #[error("expected a date-time string")]
+    NotAString,
     #[error("not a Unix time or an RFC 3339 date-time")]
     Malformed,
     #[error("out of range (must be in [2000-01-01, 2100-01-01) UTC)")]
