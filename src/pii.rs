@@ -30,14 +30,31 @@ pub fn sha256_hex(s: &str) -> String {
 
 /// Whether `s` looks like a SHA-256 digest already: exactly 64 hex characters (either case).
 pub fn is_sha256_hex(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
+    // No early exit: the fold over a fixed length compiles to a few vector instructions, and
+    // on the hot path (hashed keys) every byte is checked anyway.
+    s.len() == 64 && s.bytes().fold(true, |ok, b| ok & b.is_ascii_hexdigit())
+}
+
+/// `str::trim`, returning at once when both ends are visible ASCII (the usual case).
+pub(crate) fn trim(s: &str) -> &str {
+    let b = s.as_bytes();
+    match (b.first(), b.last()) {
+        (Some(first), Some(last)) if first.is_ascii_graphic() && last.is_ascii_graphic() => s,
+        _ => s.trim(),
+    }
 }
 
 /// The email as it is hashed: trimmed and lower-cased. `None` when empty.
 pub fn normalize_email(s: &str) -> Option<Cow<'_, str>> {
-    let t = s.trim();
+    let t = trim(s);
     if t.is_empty() {
         None
+    } else if t.is_ascii() {
+        if t.bytes().any(|b| b.is_ascii_uppercase()) {
+            Some(Cow::Owned(t.to_ascii_lowercase()))
+        } else {
+            Some(Cow::Borrowed(t))
+        }
     } else if t.chars().any(char::is_uppercase) {
         Some(Cow::Owned(t.to_lowercase()))
     } else {
@@ -47,7 +64,7 @@ pub fn normalize_email(s: &str) -> Option<Cow<'_, str>> {
 
 /// The phone number in E.164 form (`+` and 1 to 15 digits). `None` when empty or invalid.
 pub fn normalize_phone(s: &str) -> Option<String> {
-    let t = s.trim();
+    let t = trim(s);
     let body = t.strip_prefix('+').unwrap_or(t);
     let mut out = String::with_capacity(E164_MAX_DIGITS + 1);
     out.push('+');
@@ -68,7 +85,7 @@ pub fn normalize_phone(s: &str) -> Option<String> {
 
 /// The external id as it is hashed: trimmed, case kept. `None` when empty.
 pub fn normalize_external_id(s: &str) -> Option<&str> {
-    let t = s.trim();
+    let t = trim(s);
     (!t.is_empty()).then_some(t)
 }
 
@@ -79,19 +96,19 @@ fn already_hashed(t: &str) -> Option<String> {
 
 /// The hashed email, or the digest it already is. `None` when empty.
 pub fn hash_email(s: &str) -> Option<String> {
-    let t = s.trim();
+    let t = trim(s);
     already_hashed(t).or_else(|| normalize_email(t).map(|n| sha256_hex(&n)))
 }
 
 /// The hashed E.164 phone, or the digest it already is. `None` when empty or invalid.
 pub fn hash_phone(s: &str) -> Option<String> {
-    let t = s.trim();
+    let t = trim(s);
     already_hashed(t).or_else(|| normalize_phone(t).map(|n| sha256_hex(&n)))
 }
 
 /// The hashed external id, or the digest it already is. `None` when empty.
 pub fn hash_external_id(s: &str) -> Option<String> {
-    let t = s.trim();
+    let t = trim(s);
     already_hashed(t).or_else(|| normalize_external_id(t).map(sha256_hex))
 }
 
@@ -201,6 +218,34 @@ mod tests {
         ] {
             assert_eq!(hash_phone(s), None, "{s:?}");
         }
+    }
+
+    #[test]
+    fn fast_trim_agrees_with_str_trim() {
+        for s in [
+            "a",
+            " a",
+            "a ",
+            "\u{a0}a\u{3000}",
+            "",
+            " ",
+            "😀",
+            "a😀",
+            "x\ty",
+            "\u{2028}z",
+        ] {
+            assert_eq!(trim(s), s.trim(), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn hex_check_rejects_any_non_hex_byte() {
+        for i in 0..64 {
+            let mut s = JOHN.to_owned().into_bytes();
+            s[i] = b'g';
+            assert!(!is_sha256_hex(std::str::from_utf8(&s).unwrap()));
+        }
+        assert!(is_sha256_hex(&JOHN.to_ascii_uppercase()));
     }
 
     #[test]

@@ -211,10 +211,11 @@ impl Reject for EventError {
 
 /// A browser record: one event.
 pub(crate) fn parse_browser(text: &str, sink: &mut Sink<'_>) {
-    let result = match serde_json::from_str::<Obj<RawEvent<'_>>>(text) {
-        Err(e) => Err(EventError::Json(e.into())),
-        Ok(Obj::NotObject) => Err(EventError::NotAnObject("record")),
-        Ok(Obj::Ok(raw)) => build(&raw, None, Source::Browser, sink.position(0)),
+    let mut slot = None;
+    let result = match (json::read_record::<RawEvent<'_>>(text, &mut slot), &slot) {
+        (Err(e), _) => Err(EventError::Json(e.into())),
+        (Ok(()), Some(Obj::Ok(raw))) => build(raw, None, Source::Browser, sink.position(0)),
+        (Ok(()), _) => Err(EventError::NotAnObject("record")),
     };
     match result {
         Ok(event) => sink.record(Record::Event(event)),
@@ -224,10 +225,11 @@ pub(crate) fn parse_browser(text: &str, sink: &mut Sink<'_>) {
 
 /// A server record: a 2.0 body, a legacy batch, or one event in either generation's shape.
 pub(crate) fn parse_server(text: &str, sink: &mut Sink<'_>) {
-    let body = match serde_json::from_str::<Obj<TypedBody<'_>>>(text) {
-        Ok(Obj::Ok(body)) => body,
-        Ok(Obj::NotObject) => return sink.reject(0, &EventError::NotAnObject("record")),
-        Err(e) => {
+    let mut slot = None;
+    let body = match (json::read_record::<TypedBody<'_>>(text, &mut slot), &slot) {
+        (Ok(()), Some(Obj::Ok(body))) => body,
+        (Ok(()), _) => return sink.reject(0, &EventError::NotAnObject("record")),
+        (Err(e), _) => {
             // serde_json rejects a number beyond f64 (`1e400`) while it reads, which would take
             // the whole body down. Skipping a value does not evaluate its numbers, so read the
             // body again with its events as raw text: only the event holding it is lost.
@@ -239,7 +241,7 @@ pub(crate) fn parse_server(text: &str, sink: &mut Sink<'_>) {
             };
         }
     };
-    let Some((events, key, item, body_pixel)) = split(&body, sink) else {
+    let Some((events, key, item, body_pixel)) = split(body, sink) else {
         return;
     };
     for (i, raw) in events.iter().enumerate() {
@@ -344,7 +346,7 @@ fn item_text<'t>(text: &'t str, key: &str, i: usize) -> Option<&'t str> {
 fn pixel_of<'r>(raw: &'r RawEvent<'_>) -> Result<Option<&'r str>, EventError> {
     let own = text(&raw.event_source_id, "event_source_id")?;
     let legacy = text(&raw.pixel_code, "pixel_code")?;
-    Ok(own.or(legacy).map(str::trim))
+    Ok(own.or(legacy).map(pii::trim))
 }
 
 /// The first non-empty text among `candidates`, after checking every one's type.
@@ -376,7 +378,7 @@ fn build(
         .or(body_pixel)
         .ok_or(EventError::Missing("event_source_id"))?;
     let event = text(&raw.event, "event")?
-        .map(str::trim)
+        .map(pii::trim)
         .ok_or(EventError::Missing("event"))?;
     let event_id = id(&raw.event_id, "event_id")?;
     let (field, value) = match (&raw.event_time, &raw.timestamp) {
