@@ -7,4 +7,5 @@ pub mod currency;
 pub mod engine;
 pub mod model;
 pub mod parse;
+pub mod pii;
 pub mod replay;
