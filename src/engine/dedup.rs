@@ -198,6 +198,16 @@ impl Dedup {
         let fp = Fingerprint::of(&[&event.pixel, &event.event, &key_id]);
         let t = event.event_time;
 
+        // The closed state is checked first: while a key has both, the closed action is the
+        // older one, and a copy within its TTL belongs to it even when it is also within the
+        // merge window of the newer, pending action.
+        if let Some(state) = self.closed.get(fp) {
+            if seconds(t) < i64::from(state.anchor_s) + self.rules.ttl_s {
+                self.offer_to_closed(fp, state, &event, denied, stats, out);
+                return;
+            }
+        }
+
         if let Some(action) = self.pending.get(&fp) {
             if seconds(t) >= seconds(action.anchor) + self.rules.ttl_s {
                 // Its TTL is over while it still waits (an input held the watermark back): the
@@ -206,13 +216,6 @@ impl Dedup {
                 released.push(old);
             } else {
                 self.offer_to_pending(fp, event, denied, stats, out);
-                return;
-            }
-        }
-
-        if let Some(state) = self.closed.get(fp) {
-            if seconds(t) < i64::from(state.anchor_s) + self.rules.ttl_s {
-                self.offer_to_closed(fp, state, &event, denied, stats, out);
                 return;
             }
         }

@@ -107,6 +107,7 @@ impl Reconciler {
         stats: &mut Stats,
         out: &mut Outputs,
     ) -> OrderOutcome {
+        self.forget_if_stale(&change.order_id, change.changed_at);
         let existing = self.entries.get(&change.order_id);
         let current = existing.and_then(|e| e.order.as_ref());
         // Historical is decided first, so the bucket never depends on whether an old order's
@@ -191,6 +192,7 @@ impl Reconciler {
         stats: &mut Stats,
         out: &mut Outputs,
     ) {
+        self.forget_if_stale(&purchase.order_id, purchase.event_time);
         let entry = self.entries.entry(purchase.order_id.clone()).or_default();
         if entry.purchase.is_some() {
             // Order dedup is per pixel; the same order id under a second pixel is emitted but
@@ -206,6 +208,19 @@ impl Reconciler {
             let due = purchase.event_time + self.rules.order_wait_ms;
             entry.deadline = Some(due);
             self.timers.insert((due, purchase.order_id.clone()));
+        }
+    }
+
+    /// An entry a TTL older than the record at hand belongs to an earlier life of the order id:
+    /// it is dropped here, so the outcome never depends on whether the periodic sweep (which
+    /// runs on the watermark, i.e. on arrival) has removed it yet.
+    fn forget_if_stale(&mut self, order_id: &str, time: i64) {
+        let stale = self.entries.get(order_id).is_some_and(|e| {
+            e.deadline.is_none() && e.last_time().saturating_add(self.rules.ttl_ms) <= time
+        });
+        if stale {
+            self.entries.remove(order_id);
+            self.dirty.mark(order_id.to_string());
         }
     }
 
