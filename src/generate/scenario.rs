@@ -14,10 +14,13 @@
 //!   is still pending and it merges, whatever the order of the copies;
 //! - deliberately late copies (after_merge_window, after_release, consent_after_emit, late) are
 //!   deferred by the scheduler until their own file guarantees the watermark they need;
-//! - an order's `created_at` lies within 90 s before its purchase, so the conversion (released
-//!   about 5-17 min after its time) meets the order long before either waits `order_wait`;
-//!   refunds, cancels and deletes come after the order is matched, or (a cancel of an unmatched
-//!   order) long before its wait ends.
+//! - an order's `created_at` lies within 90 s before its purchase and it arrives within the
+//!   jitter, so the conversion (released once the watermark passes its time + merge window)
+//!   meets the order long before either waits `order_wait`, whichever comes first;
+//! - a cancel of an unmatched order comes 5-30 min after it, long before its wait ends; a full
+//!   refund (hours later) keeps the total, so it changes nothing a comparison sees; a partial
+//!   refund or a delete is preceded by the order's own `fulfilled` update 30-90 min after it,
+//!   so it is read after the order met its conversion, however sparse the orders are.
 
 use std::collections::VecDeque;
 
@@ -927,8 +930,9 @@ impl Planner {
     fn take_reusable(&mut self, pixel: usize, step: Step, t: i64) -> Option<String> {
         let q = &mut self.reusable[pixel * 4 + step.index()];
         let front = q.front()?;
-        // The new copies' time is at least t - 1 s: at least ttl + 59 min after the anchor.
-        (front.anchor + TTL_MS + HOUR_MS <= t).then(|| q.pop_front().expect("front").id)
+        // The new copies' times are at least t - 1 s (whole-second formats round down): at
+        // least ttl + 1 h after the old anchor.
+        (front.anchor + TTL_MS + HOUR_MS + 1_000 <= t).then(|| q.pop_front().expect("front").id)
     }
 
     fn offer_reusable(&mut self, pixel: usize, step: Step, id: &str, anchor: i64) {
@@ -1144,7 +1148,8 @@ impl Planner {
         let u: f64 = self.rng.gen();
         let debezium = matches!(fmt, OrderFmt::Debezium { .. });
         let later = if matched && u < sh.refund + sh.partial_refund + sh.delete {
-            // Hours later: after the order was matched and its wait is over, within the TTL.
+            // Hours later (after the order's wait, within the TTL). A full refund keeps the
+            // total, so it changes nothing the comparison sees even if read before the match.
             let at = created + ORDER_WAIT_MS + self.rng.gen_range(HOUR_MS..30 * HOUR_MS);
             Some(time_of(fmt).quantize(at))
         } else {
@@ -1157,7 +1162,7 @@ impl Planner {
                 self.push_later(sched, &mut change, at);
             }
             Some(at) if u < sh.refund + sh.partial_refund || !debezium => {
-                change.op = OrderOp::Update;
+                self.fulfil(sched, &mut change, created, fmt);
                 change.status = "partially_refunded".to_string();
                 let unit = minor_unit(currency_index(currency));
                 let kept = (total.0 / unit) * self.rng.gen_range(40..90) / 100;
@@ -1166,6 +1171,7 @@ impl Planner {
                 self.push_later(sched, &mut change, at);
             }
             Some(at) => {
+                self.fulfil(sched, &mut change, created, fmt);
                 change.op = OrderOp::Delete;
                 let arrival = self.push_later(sched, &mut change, at);
                 let arrival = arrival + 1 + self.rng.gen_range(0..50);
@@ -1173,6 +1179,24 @@ impl Planner {
             }
             None => sched.truth.backend(&revenue_currency, total),
         }
+    }
+
+    /// The order ships 30-90 min after it was created (status `fulfilled`, same total). A
+    /// change that alters the total or removes the order must be read after the order met its
+    /// conversion; this update, read first, guarantees it whatever the other traffic: when a
+    /// later orders line is read the watermark is at least created + 20 min, past the
+    /// conversion's release (at most created + 7 min).
+    fn fulfil(
+        &mut self,
+        sched: &mut Scheduler,
+        change: &mut OrderChange,
+        created: i64,
+        fmt: OrderFmt,
+    ) {
+        change.op = OrderOp::Update;
+        change.status = "fulfilled".to_string();
+        let at = created + self.rng.gen_range(30 * 60_000..90 * 60_000);
+        self.push_later(sched, change, time_of(fmt).quantize(at));
     }
 
     /// Places a later change to an order at `at`; returns its arrival.

@@ -135,6 +135,8 @@ pub(crate) struct Scheduler {
     highest: [Option<(i64, i64)>; 3],
     batches: Vec<Batch>,
     seq: u64,
+    /// Every line arriving before this has been written.
+    written_before: i64,
     schemas: SchemaCache,
     pub(crate) truth: Truth,
     /// Batch sizes.
@@ -151,6 +153,7 @@ impl Scheduler {
             highest: [None; 3],
             batches: Vec::new(),
             seq: 0,
+            written_before: i64::MIN,
             schemas: SchemaCache::default(),
             truth: Truth::new(),
             rng: ChaCha8Rng::seed_from_u64(seed ^ 0x00ba_7c4e_5000_0000),
@@ -173,6 +176,10 @@ impl Scheduler {
         tags: Vec<Bucket>,
         event_time: Option<i64>,
     ) {
+        debug_assert!(
+            arrival >= self.written_before,
+            "placed behind a written line"
+        );
         let seq = self.next_seq();
         self.heaps[file as usize].push(Reverse(Item {
             arrival,
@@ -201,6 +208,7 @@ impl Scheduler {
                 let Reverse(d) = self.deferred[f].pop().expect("peeked");
                 let at = d.defer.min_arrival.max(arrival + 1);
                 if at <= d.defer.max_arrival {
+                    debug_assert!(at >= self.written_before, "placed behind a written line");
                     let seq = self.next_seq();
                     self.heaps[f].push(Reverse(Item {
                         arrival: at,
@@ -410,6 +418,7 @@ impl Scheduler {
 
     /// Writes, across the three files in arrival order, every line arriving before `cut`.
     fn release(&mut self, cut: i64, sink: &mut dyn TrafficSink) -> io::Result<()> {
+        self.written_before = self.written_before.max(cut);
         loop {
             let mut next: Option<(i64, u64, usize)> = None;
             for (f, heap) in self.heaps.iter().enumerate() {

@@ -54,7 +54,13 @@ fn truth_assumes_the_engine_defaults() {
             "{status}"
         );
     }
-    for status in ["paid", "completed", "pending", "partially_refunded"] {
+    for status in [
+        "paid",
+        "completed",
+        "pending",
+        "fulfilled",
+        "partially_refunded",
+    ] {
         assert!(
             !o.non_revenue_statuses.iter().any(|s| s == status),
             "{status}"

@@ -627,21 +627,21 @@ fn new_user(rng: &mut ChaCha8Rng, n: u64) -> UserProfile {
             let n = rng.gen_range(2_000_000..9_999_999u64);
             (
                 format!("+1415{n}"),
-                format!("+1 (415) {}-{}", n / 10_000, n % 10_000),
+                format!("+1 (415) {}-{:04}", n / 10_000, n % 10_000),
             )
         }
         1 => {
             let n = rng.gen_range(100_000_000..999_999_999u64);
             (
                 format!("+447{n}"),
-                format!("+44 7{} {}", n / 1_000_000, n % 1_000_000),
+                format!("+44 7{} {:06}", n / 1_000_000, n % 1_000_000),
             )
         }
         _ => {
             let n = rng.gen_range(10_000_000..99_999_999u64);
             (
                 format!("+8190{n}"),
-                format!("+81-90-{}-{}", n / 10_000, n % 10_000),
+                format!("+81-90-{:04}-{:04}", n / 10_000, n % 10_000),
             )
         }
     };
@@ -703,6 +703,17 @@ mod tests {
         }
         assert_eq!(n, 5_000);
         assert!(clock.slots.len() < 200, "{} slots", clock.slots.len());
+    }
+
+    #[test]
+    fn typed_phones_normalise_to_their_e164_form() {
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        for n in 0..200 {
+            let u = new_user(&mut rng, n);
+            let digits: String = u.phone_typed.chars().filter(char::is_ascii_digit).collect();
+            assert_eq!(format!("+{digits}"), u.phone_e164, "{}", u.phone_typed);
+            assert_eq!(u.email_sha, sha256_hex(&u.email));
+        }
     }
 
     #[test]
