@@ -1,10 +1,11 @@
 //! onecount: exactly one conversion per user action.
 //!
 //! A pure, deterministic core (`parse`, `engine`) wrapped by thin runtimes (`replay` over files).
-//! See `docs/RULES.md` for the rules the engine applies.
+//! `generate` makes traffic with its own ground truth. See `docs/RULES.md` for the rules.
 pub mod config;
 pub mod currency;
 pub mod engine;
+pub mod generate;
 pub mod model;
 pub mod parse;
 pub mod pii;
