@@ -10,3 +10,4 @@ pub mod model;
 pub mod parse;
 pub mod pii;
 pub mod replay;
+pub mod report;
