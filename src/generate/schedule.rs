@@ -198,7 +198,7 @@ impl Scheduler {
         let mut work = vec![(e, arrival)];
         while let Some((e, arrival)) = work.pop() {
             let f = file as usize;
-            if self.highest[f].map_or(true, |(he, _)| e > he) {
+            if self.highest[f].is_none_or(|(he, _)| e > he) {
                 self.highest[f] = Some((e, arrival));
             }
             while self.deferred[f]
@@ -424,7 +424,7 @@ impl Scheduler {
             for (f, heap) in self.heaps.iter().enumerate() {
                 if let Some(Reverse(item)) = heap.peek() {
                     if item.arrival < cut
-                        && next.map_or(true, |(a, s, _)| (item.arrival, item.seq) < (a, s))
+                        && next.is_none_or(|(a, s, _)| (item.arrival, item.seq) < (a, s))
                     {
                         next = Some((item.arrival, item.seq, f));
                     }
