@@ -14,6 +14,11 @@ use onecount::generate::{
 use onecount::replay::{replay, ReplayInputs};
 use onecount::report;
 
+/// mimalloc: the engine allocates and frees a few small strings per event; glibc's malloc spent
+/// a fifth of the run in its free lists (see BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "onecount",

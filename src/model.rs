@@ -180,22 +180,23 @@ impl User {
         }
     }
 
-    /// Fills every field this copy lacks from `other` (the merge rule: the first copy wins,
-    /// the other adds what it lacks).
-    pub fn fill_from(&mut self, other: &User) {
-        fill(&mut self.email, &other.email);
-        fill(&mut self.phone, &other.phone);
-        fill(&mut self.external_id, &other.external_id);
-        fill(&mut self.ttclid, &other.ttclid);
-        fill(&mut self.ttp, &other.ttp);
-        fill(&mut self.ip, &other.ip);
-        fill(&mut self.user_agent, &other.user_agent);
+    /// Fills every field this copy lacks from `other`, moving them (the merge rule: the first
+    /// copy wins, the other adds what it lacks).
+    pub fn fill_from(&mut self, other: &mut User) {
+        fill(&mut self.email, &mut other.email);
+        fill(&mut self.phone, &mut other.phone);
+        fill(&mut self.external_id, &mut other.external_id);
+        fill(&mut self.ttclid, &mut other.ttclid);
+        fill(&mut self.ttp, &mut other.ttp);
+        fill(&mut self.ip, &mut other.ip);
+        fill(&mut self.user_agent, &mut other.user_agent);
     }
 }
 
-pub(crate) fn fill<T: Clone>(slot: &mut Option<T>, other: &Option<T>) {
+/// Moves `other`'s value into an empty `slot` (the merge consumes the other copy).
+pub(crate) fn fill<T>(slot: &mut Option<T>, other: &mut Option<T>) {
     if slot.is_none() {
-        slot.clone_from(other);
+        *slot = other.take();
     }
 }
 
@@ -241,12 +242,12 @@ pub struct Properties {
 impl Properties {
     /// Fills every parameter this copy lacks from `other`, except value and currency, which
     /// move together under the value-authority rule (see `engine::merge`).
-    pub fn fill_from(&mut self, other: &Properties) {
-        fill(&mut self.order_id, &other.order_id);
-        fill(&mut self.content_type, &other.content_type);
-        fill(&mut self.contents, &other.contents);
-        fill(&mut self.description, &other.description);
-        fill(&mut self.query, &other.query);
+    pub fn fill_from(&mut self, other: &mut Properties) {
+        fill(&mut self.order_id, &mut other.order_id);
+        fill(&mut self.content_type, &mut other.content_type);
+        fill(&mut self.contents, &mut other.contents);
+        fill(&mut self.description, &mut other.description);
+        fill(&mut self.query, &mut other.query);
     }
 }
 
@@ -260,9 +261,9 @@ pub struct Page {
 }
 
 impl Page {
-    pub fn fill_from(&mut self, other: &Page) {
-        fill(&mut self.url, &other.url);
-        fill(&mut self.referrer, &other.referrer);
+    pub fn fill_from(&mut self, other: &mut Page) {
+        fill(&mut self.url, &mut other.url);
+        fill(&mut self.referrer, &mut other.referrer);
     }
 }
 

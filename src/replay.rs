@@ -112,7 +112,7 @@ impl<R: BufRead> LineReader<R> {
 }
 
 fn memchr(haystack: &[u8]) -> Option<usize> {
-    haystack.iter().position(|&b| b == b'\n')
+    memchr::memchr(b'\n', haystack)
 }
 
 /// Writes the four output files, one JSON record per line.

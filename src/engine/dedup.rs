@@ -93,7 +93,7 @@ impl Action {
     pub fn ordered(&self) -> (&Event, Option<&Event>) {
         match (&self.browser, &self.server) {
             (Some(b), Some(s)) => {
-                if (s.event_time, s.source, &s.position) < (b.event_time, b.source, &b.position) {
+                if server_is_first(b, s) {
                     (s, Some(b))
                 } else {
                     (b, Some(s))
@@ -102,6 +102,22 @@ impl Action {
             (Some(only), None) | (None, Some(only)) => (only, None),
             (None, None) => unreachable!("an action always holds its first copy"),
         }
+    }
+
+    /// The key and the copies by value, first copy first (see [`Action::ordered`]).
+    pub fn into_parts(self) -> (String, Box<Event>, Option<Box<Event>>) {
+        let (first, other) = match (self.browser, self.server) {
+            (Some(b), Some(s)) => {
+                if server_is_first(&b, &s) {
+                    (s, Some(b))
+                } else {
+                    (b, Some(s))
+                }
+            }
+            (Some(only), None) | (None, Some(only)) => (only, None),
+            (None, None) => unreachable!("an action always holds its first copy"),
+        };
+        (self.key, first, other)
     }
 
     fn source_flags(&self) -> u8 {
@@ -114,6 +130,13 @@ impl Action {
         }
         f
     }
+}
+
+/// Whether the server copy comes first: smaller event time; ties go to the browser copy, then
+/// to the earlier input position.
+fn server_is_first(browser: &Event, server: &Event) -> bool {
+    (server.event_time, server.source, &server.position)
+        < (browser.event_time, browser.source, &browser.position)
 }
 
 /// The dedup rules' parameters, in the units they are compared in.

@@ -436,26 +436,27 @@ impl Engine {
     }
 
     fn finish_released(&mut self, out: &mut Outputs) {
-        let released = std::mem::take(&mut self.released);
-        for action in &released {
+        let mut released = std::mem::take(&mut self.released);
+        for action in released.drain(..) {
             self.finish_action(action, out);
         }
+        // Keep the allocation for the next release.
         self.released = released;
-        self.released.clear();
     }
 
     /// A released action becomes a conversion, unless another action already converted its
-    /// order.
-    fn finish_action(&mut self, action: &Action, out: &mut Outputs) {
+    /// order. Consumes the action: the conversion takes its copies' fields without copying.
+    fn finish_action(&mut self, action: Action, out: &mut Outputs) {
         let (first, other) = action.ordered();
-        let is_purchase = self.purchase_events.contains(&first.event);
+        let is_purchase = self.purchase_events.contains(first.event.as_str());
         let order_id = first
             .properties
             .order_id
             .as_ref()
-            .or(other.and_then(|o| o.properties.order_id.as_ref()));
+            .or(other.and_then(|o| o.properties.order_id.as_ref()))
+            .cloned();
 
-        if let (true, Some(order_id)) = (is_purchase, order_id) {
+        if let (true, Some(order_id)) = (is_purchase, &order_id) {
             let fp = Fingerprint::of(&[&first.pixel, order_id]);
             let anchor_s = action.anchor.div_euclid(1000);
             let claimed = self
@@ -468,7 +469,7 @@ impl Engine {
                 let mut d = discrepancy_about(DiscrepancyKind::DuplicateOrderConversion, first, "");
                 d.order_id = Some(order_id.clone());
                 push_discrepancy(d, &mut self.stats, out);
-                self.dedup.close(action, flags::DUPLICATE_ORDER);
+                self.dedup.close(&action, flags::DUPLICATE_ORDER);
                 return;
             }
             self.order_keys.put(
@@ -481,13 +482,18 @@ impl Engine {
             self.order_keys_dirty.mark(fp);
         }
 
-        let conversion = merge(action, first, other);
+        // Everything that needs both copies is read before the merge consumes them.
+        let parity = other.map(|other| parity(first, other, self.value_tolerance));
+        let first_source = first.source;
+        let event_time = first.event_time;
+        self.dedup.close(&action, flags::EMITTED);
+        let missing_event_id = action.missing_event_id;
+        let conversion = merge(action);
         self.stats.conversion(conversion.sources);
-        self.dedup.close(action, flags::EMITTED);
 
-        if action.missing_event_id {
-            let mut d = discrepancy_about(DiscrepancyKind::MissingEventId, first, &conversion.key);
-            d.source = Some(first.source);
+        if missing_event_id {
+            let mut d = conversion_discrepancy(DiscrepancyKind::MissingEventId, &conversion, "");
+            d.source = Some(first_source);
             push_discrepancy(d, &mut self.stats, out);
         }
         if let Some(currency) = &conversion.properties.currency {
@@ -498,8 +504,25 @@ impl Engine {
                 push_discrepancy(d, &mut self.stats, out);
             }
         }
-        if let Some(other) = other {
-            self.parity(&conversion, first, other, out);
+        if let Some(parity) = parity {
+            if let Some(mismatch) = parity.mismatch {
+                let mut d = conversion_discrepancy(mismatch.kind, &conversion, "");
+                d.browser_value = mismatch.browser_value;
+                d.server_value = mismatch.server_value;
+                d.browser_currency = mismatch.browser_currency;
+                d.server_currency = mismatch.server_currency;
+                push_discrepancy(d, &mut self.stats, out);
+            }
+            for (key, present_on) in parity.one_sided_keys {
+                let mut d = conversion_discrepancy(
+                    DiscrepancyKind::MatchKeyParity,
+                    &conversion,
+                    key.as_str(),
+                );
+                d.match_key = Some(key);
+                d.present_on = Some(present_on);
+                push_discrepancy(d, &mut self.stats, out);
+            }
         }
         if is_purchase {
             let currency = conversion
@@ -511,7 +534,7 @@ impl Engine {
             self.revenue.track(
                 &conversion.event_source_id,
                 currency,
-                first.event_time,
+                event_time,
                 value,
                 &mut self.stats,
                 out,
@@ -524,13 +547,13 @@ impl Engine {
                 }
                 Some(order_id) => self.reconciler.on_purchase(
                     PurchaseRef {
-                        order_id: order_id.clone(),
+                        order_id,
                         pixel: conversion.event_source_id.clone(),
                         event: conversion.event.clone(),
                         event_id: conversion.event_id.clone(),
                         value: conversion.properties.value,
                         currency: conversion.properties.currency.clone(),
-                        event_time: first.event_time,
+                        event_time,
                     },
                     &mut self.revenue,
                     &mut self.stats,
@@ -540,57 +563,62 @@ impl Engine {
         }
         out.conversions.push(conversion);
     }
+}
 
-    /// Browser/server parity of a merged action: currency, else value; match keys on one side.
-    fn parity(&mut self, conversion: &Conversion, a: &Event, b: &Event, out: &mut Outputs) {
-        let (browser, server) = if a.source == Source::Browser {
-            (a, b)
-        } else {
-            (b, a)
-        };
-        let (bp, sp) = (&browser.properties, &server.properties);
-        let mismatch = match (&bp.currency, &sp.currency) {
-            (Some(bc), Some(sc)) if bc != sc => Some(DiscrepancyKind::CurrencyParity),
-            _ => match (bp.value, sp.value) {
-                (Some(bv), Some(sv)) if bv.abs_diff(sv) > self.value_tolerance => {
-                    Some(DiscrepancyKind::ValueParity)
-                }
-                _ => None,
-            },
-        };
-        if let Some(kind) = mismatch {
-            let mut d = conversion_discrepancy(kind, conversion, "");
-            d.browser_value = bp.value;
-            d.server_value = sp.value;
-            d.browser_currency = bp.currency.clone();
-            d.server_currency = sp.currency.clone();
-            push_discrepancy(d, &mut self.stats, out);
-        }
-        for key in MatchKey::PARITY {
-            let present_on = match (browser.user.key(key), server.user.key(key)) {
-                (Some(_), None) => Source::Browser,
-                (None, Some(_)) => Source::Server,
-                _ => continue,
-            };
-            let mut d =
-                conversion_discrepancy(DiscrepancyKind::MatchKeyParity, conversion, key.as_str());
-            d.match_key = Some(key);
-            d.present_on = Some(present_on);
-            push_discrepancy(d, &mut self.stats, out);
-        }
+/// What browser/server parity found for one merged action.
+struct Parity {
+    mismatch: Option<ParityMismatch>,
+    /// Match keys present on one copy only, and the side that has them.
+    one_sided_keys: Vec<(MatchKey, Source)>,
+}
+
+struct ParityMismatch {
+    kind: DiscrepancyKind,
+    browser_value: Option<Money>,
+    server_value: Option<Money>,
+    browser_currency: Option<String>,
+    server_currency: Option<String>,
+}
+
+/// Browser/server parity: a currency difference, else a value difference beyond the
+/// tolerance; match keys present on one side only.
+fn parity(a: &Event, b: &Event, tolerance: Money) -> Parity {
+    let (browser, server) = if a.source == Source::Browser {
+        (a, b)
+    } else {
+        (b, a)
+    };
+    let (bp, sp) = (&browser.properties, &server.properties);
+    let kind = match (&bp.currency, &sp.currency) {
+        (Some(bc), Some(sc)) if bc != sc => Some(DiscrepancyKind::CurrencyParity),
+        _ => match (bp.value, sp.value) {
+            (Some(bv), Some(sv)) if bv.abs_diff(sv) > tolerance => Some(DiscrepancyKind::ValueParity),
+            _ => None,
+        },
+    };
+    let mismatch = kind.map(|kind| ParityMismatch {
+        kind,
+        browser_value: bp.value,
+        server_value: sp.value,
+        browser_currency: bp.currency.clone(),
+        server_currency: sp.currency.clone(),
+    });
+    let one_sided_keys = MatchKey::PARITY
+        .into_iter()
+        .filter_map(|key| match (browser.user.key(key), server.user.key(key)) {
+            (Some(_), None) => Some((key, Source::Browser)),
+            (None, Some(_)) => Some((key, Source::Server)),
+            _ => None,
+        })
+        .collect();
+    Parity {
+        mismatch,
+        one_sided_keys,
     }
 }
 
 /// The first copy's fields, completed by the other's; value and currency by authority.
-fn merge(action: &Action, first: &Event, other: Option<&Event>) -> Conversion {
-    let mut user = first.user.clone();
-    let mut properties = first.properties.clone();
-    let mut page = first.page.clone();
-    if let Some(other) = other {
-        user.fill_from(&other.user);
-        properties.fill_from(&other.properties);
-        page.fill_from(&other.page);
-    }
+fn merge(action: Action) -> Conversion {
     let priced = |e: &Option<Box<Event>>| {
         e.as_deref()
             .filter(|e| e.properties.value.is_some())
@@ -607,26 +635,34 @@ fn merge(action: &Action, first: &Event, other: Option<&Event>) -> Conversion {
             .find_map(|e| e.properties.currency.clone());
         (ValueSource::None, (None, currency))
     };
-    properties.value = value;
-    properties.currency = currency;
     let sources = match (&action.browser, &action.server) {
         (Some(_), Some(_)) => SourcesSeen::Both,
         (Some(_), None) => SourcesSeen::Browser,
         _ => SourcesSeen::Server,
     };
+    let (key, first, other) = action.into_parts();
+    let mut first = *first;
+    let mut event_id = first.event_id.take();
+    if let Some(mut other) = other {
+        first.user.fill_from(&mut other.user);
+        first.properties.fill_from(&mut other.properties);
+        first.page.fill_from(&mut other.page);
+        if event_id.is_none() {
+            event_id = other.event_id.take();
+        }
+    }
+    first.properties.value = value;
+    first.properties.currency = currency;
     Conversion {
         format_version: FORMAT_VERSION,
-        key: action.key.clone(),
-        event_source_id: first.pixel.clone(),
-        event: first.event.clone(),
-        event_id: first
-            .event_id
-            .clone()
-            .or_else(|| other.and_then(|o| o.event_id.clone())),
+        key,
+        event_source_id: first.pixel,
+        event: first.event,
+        event_id,
         event_time: first.event_time.div_euclid(1000),
-        user,
-        properties,
-        page,
+        user: first.user,
+        properties: first.properties,
+        page: first.page,
         sources,
         first_source: first.source,
         value_source,

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The benchmark anyone can rerun: replays 1M generated actions and prints input records/s and
+# peak RSS, then the per-stage breakdown and the bytes each live dedup key costs.
+#   ONECOUNT_BENCH_ACTIONS (default 1000000), ONECOUNT_BENCH_SEED (default 1)
+# Data is generated once into target/bench-data/<actions>-<seed> and reused.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+actions=${ONECOUNT_BENCH_ACTIONS:-1000000}
+seed=${ONECOUNT_BENCH_SEED:-1}
+data="target/bench-data/${actions}-${seed}"
+out="target/bench-data/out-${actions}-${seed}"
+
+echo "== machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
+echo "== commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+cargo build --release --quiet
+if [ ! -f "$data/truth.json" ]; then
+    echo "== generating $actions actions (seed $seed) into $data"
+    target/release/onecount generate --actions "$actions" --seed "$seed" --out "$data"
+fi
+
+echo "== replay (one thread, files on local disk, outputs written)"
+/usr/bin/time -f "peak RSS %M KB, %e s wall, %U s user" \
+    target/release/onecount replay --browser "$data/browser.jsonl" --server "$data/server.jsonl" \
+    --orders "$data/orders.jsonl" --out "$out"
+
+echo "== where the time goes"
+ONECOUNT_BENCH_DIR="$data" cargo bench --quiet --bench pipeline
+
+echo "== state per live dedup key (5M keys)"
+cargo bench --quiet --bench state_memory
