@@ -18,10 +18,14 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
     let dir = PathBuf::from(
-        std::env::var("ONECOUNT_BENCH_DIR").unwrap_or_else(|_| "target/bench-data/1000000-1".into()),
+        std::env::var("ONECOUNT_BENCH_DIR")
+            .unwrap_or_else(|_| "target/bench-data/1000000-1".into()),
     );
     if std::env::args().any(|a| a == "--test") || !dir.join("browser.jsonl").exists() {
-        println!("pipeline bench: no data in {} (scripts/bench.sh makes it); skipped", dir.display());
+        println!(
+            "pipeline bench: no data in {} (scripts/bench.sh makes it); skipped",
+            dir.display()
+        );
         return;
     }
     let config = Config::default();
@@ -79,16 +83,22 @@ fn main() {
     report("engine only (pre-parsed, time-sorted)", n, started);
     println!("  (parsing them took {parse_secs:.2}s)");
 
-    let readers = files.map(|f| BufReader::with_capacity(1 << 16, File::open(dir.join(f)).unwrap()));
+    let readers =
+        files.map(|f| BufReader::with_capacity(1 << 16, File::open(dir.join(f)).unwrap()));
     let started = Instant::now();
     let stats = run(&config, readers, |out| {
         out.clear();
         Ok(())
     })
     .unwrap();
-    report("read + parse + engine, outputs discarded", stats.input_records.total, started);
+    report(
+        "read + parse + engine, outputs discarded",
+        stats.input_records.total,
+        started,
+    );
 
-    let readers = files.map(|f| BufReader::with_capacity(1 << 16, File::open(dir.join(f)).unwrap()));
+    let readers =
+        files.map(|f| BufReader::with_capacity(1 << 16, File::open(dir.join(f)).unwrap()));
     let mut sink = std::io::sink();
     let started = Instant::now();
     let stats = run(&config, readers, |out| {
@@ -103,10 +113,17 @@ fn main() {
         Ok(())
     })
     .unwrap();
-    report("read + parse + engine + JSON serialization", stats.input_records.total, started);
+    report(
+        "read + parse + engine + JSON serialization",
+        stats.input_records.total,
+        started,
+    );
 }
 
 fn report(what: &str, records: u64, started: Instant) {
     let secs = started.elapsed().as_secs_f64();
-    println!("{what:<45} {records:>9} records {secs:>6.2}s {:>8.0}k records/s", records as f64 / secs / 1e3);
+    println!(
+        "{what:<45} {records:>9} records {secs:>6.2}s {:>8.0}k records/s",
+        records as f64 / secs / 1e3
+    );
 }

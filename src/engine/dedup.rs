@@ -21,12 +21,12 @@ use super::{push_discrepancy, Outputs};
 
 /// Bits kept per closed key.
 pub mod flags {
-    /// Emitted as a conversion.
+    /// Released: emitted as a conversion, or (a purchase) handed to the order side, which may
+    /// still drop it as a duplicate order. For consent both are final: a later denied copy
+    /// cannot recall it.
     pub const EMITTED: u8 = 1;
     /// Dropped because a copy denied consent.
     pub const CONSENT_DROPPED: u8 = 1 << 1;
-    /// Dropped because another action already converted its order.
-    pub const DUPLICATE_ORDER: u8 = 1 << 2;
     pub const HAS_BROWSER: u8 = 1 << 3;
     pub const HAS_SERVER: u8 = 1 << 4;
     pub const BROWSER_DENIED: u8 = 1 << 5;
@@ -365,7 +365,7 @@ impl Dedup {
         self.dirty.mark(fp);
     }
 
-    /// Records how a released action ended (`flags::EMITTED` or `flags::DUPLICATE_ORDER`).
+    /// Records that a released action ended with `outcome` (`flags::EMITTED`).
     pub fn close(&mut self, action: &Action, outcome: u8) {
         if let Some(fp) = action.fp {
             self.close_key(fp, action.anchor, outcome | action.source_flags());

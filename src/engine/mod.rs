@@ -444,8 +444,10 @@ impl Engine {
         self.released = released;
     }
 
-    /// A released action becomes a conversion, unless another action already converted its
-    /// order. Consumes the action: the conversion takes its copies' fields without copying.
+    /// The dedup side of a released action: merge its copies into a conversion and check it.
+    /// A purchase with an order id goes on to the order side ([`Engine::finish_purchase`]),
+    /// which owns order dedup and reconciliation; in the Kafka service that hand-off crosses a
+    /// topic keyed by order id. Consumes the action: the conversion takes its copies' fields.
     fn finish_action(&mut self, action: Action, out: &mut Outputs) {
         let (first, other) = action.ordered();
         let is_purchase = self.purchase_events.contains(first.event.as_str());
@@ -455,53 +457,28 @@ impl Engine {
             .as_ref()
             .or(other.and_then(|o| o.properties.order_id.as_ref()))
             .cloned();
-
-        if let (true, Some(order_id)) = (is_purchase, &order_id) {
-            let fp = Fingerprint::of(&[&first.pixel, order_id]);
-            let anchor_s = action.anchor.div_euclid(1000);
-            let claimed = self
-                .order_keys
-                .get(fp)
-                .is_some_and(|s| (anchor_s - i64::from(s.anchor_s)).abs() < self.ttl_ms / 1000);
-            if claimed {
-                self.stats
-                    .duplicates(DuplicateReason::DuplicateOrder, action.copies());
-                let mut d = discrepancy_about(DiscrepancyKind::DuplicateOrderConversion, first, "");
-                d.order_id = Some(order_id.clone());
-                push_discrepancy(d, &mut self.stats, out);
-                self.dedup.close(&action, flags::DUPLICATE_ORDER);
-                return;
-            }
-            self.order_keys.put(
-                fp,
-                KeyState {
-                    anchor_s: u32::try_from(anchor_s.max(0)).unwrap_or(u32::MAX),
-                    flags: 0,
-                },
-            );
-            self.order_keys_dirty.mark(fp);
-        }
-
         // Everything that needs both copies is read before the merge consumes them.
         let parity = other.map(|other| parity(first, other, self.value_tolerance));
         let first_source = first.source;
         let event_time = first.event_time;
-        self.dedup.close(&action, flags::EMITTED);
+        let anchor = action.anchor;
+        let copies = action.copies();
         let missing_event_id = action.missing_event_id;
+        self.dedup.close(&action, flags::EMITTED);
         let conversion = merge(action);
-        self.stats.conversion(conversion.sources);
 
+        let mut findings = Vec::new();
         if missing_event_id {
             let mut d = conversion_discrepancy(DiscrepancyKind::MissingEventId, &conversion, "");
             d.source = Some(first_source);
-            push_discrepancy(d, &mut self.stats, out);
+            findings.push(d);
         }
         if let Some(currency) = &conversion.properties.currency {
             if !is_iso4217(currency) {
                 let mut d =
                     conversion_discrepancy(DiscrepancyKind::InvalidCurrency, &conversion, "");
                 d.currency = Some(currency.clone());
-                push_discrepancy(d, &mut self.stats, out);
+                findings.push(d);
             }
         }
         if let Some(parity) = parity {
@@ -511,7 +488,7 @@ impl Engine {
                 d.server_value = mismatch.server_value;
                 d.browser_currency = mismatch.browser_currency;
                 d.server_currency = mismatch.server_currency;
-                push_discrepancy(d, &mut self.stats, out);
+                findings.push(d);
             }
             for (key, present_on) in parity.one_sided_keys {
                 let mut d = conversion_discrepancy(
@@ -521,48 +498,113 @@ impl Engine {
                 );
                 d.match_key = Some(key);
                 d.present_on = Some(present_on);
-                push_discrepancy(d, &mut self.stats, out);
+                findings.push(d);
             }
         }
-        if is_purchase {
+        let candidate = Candidate {
+            conversion,
+            anchor,
+            event_time,
+            copies,
+            findings,
+        };
+        match (is_purchase, order_id) {
+            (true, Some(order_id)) => self.finish_purchase(order_id, candidate, out),
+            (true, None) => {
+                let d = conversion_discrepancy(
+                    DiscrepancyKind::MissingOrderId,
+                    &candidate.conversion,
+                    "",
+                );
+                self.emit(candidate, out);
+                push_discrepancy(d, &mut self.stats, out);
+            }
+            (false, _) => self.emit(candidate, out),
+        }
+    }
+
+    /// The order side of a released purchase: one conversion per (pixel, order id) within the
+    /// TTL; the first is emitted and joins its order, any later one is a duplicate order.
+    fn finish_purchase(&mut self, order_id: String, candidate: Candidate, out: &mut Outputs) {
+        let conversion = &candidate.conversion;
+        let fp = Fingerprint::of(&[&conversion.event_source_id, &order_id]);
+        let anchor_s = candidate.anchor.div_euclid(1000);
+        let claimed = self
+            .order_keys
+            .get(fp)
+            .is_some_and(|s| (anchor_s - i64::from(s.anchor_s)).abs() < self.ttl_ms / 1000);
+        if claimed {
+            self.stats
+                .duplicates(DuplicateReason::DuplicateOrder, candidate.copies);
+            let d =
+                conversion_discrepancy(DiscrepancyKind::DuplicateOrderConversion, conversion, "");
+            push_discrepancy(d, &mut self.stats, out);
+            return;
+        }
+        self.order_keys.put(
+            fp,
+            KeyState {
+                anchor_s: u32::try_from(anchor_s.max(0)).unwrap_or(u32::MAX),
+                flags: 0,
+            },
+        );
+        self.order_keys_dirty.mark(fp);
+        let purchase = PurchaseRef {
+            order_id,
+            pixel: conversion.event_source_id.clone(),
+            event: conversion.event.clone(),
+            event_id: conversion.event_id.clone(),
+            value: conversion.properties.value,
+            currency: conversion.properties.currency.clone(),
+            event_time: candidate.event_time,
+        };
+        self.emit(candidate, out);
+        self.reconciler
+            .on_purchase(purchase, &mut self.revenue, &mut self.stats, out);
+    }
+
+    /// Emits a conversion with its findings; a purchase also counts as tracked revenue.
+    fn emit(&mut self, candidate: Candidate, out: &mut Outputs) {
+        let Candidate {
+            conversion,
+            event_time,
+            findings,
+            ..
+        } = candidate;
+        self.stats.conversion(conversion.sources);
+        for d in findings {
+            push_discrepancy(d, &mut self.stats, out);
+        }
+        if self.purchase_events.contains(conversion.event.as_str()) {
             let currency = conversion
                 .properties
                 .currency
                 .as_deref()
                 .unwrap_or("unknown");
-            let value = conversion.properties.value.unwrap_or_default();
             self.revenue.track(
                 &conversion.event_source_id,
                 currency,
                 event_time,
-                value,
+                conversion.properties.value.unwrap_or_default(),
                 &mut self.stats,
                 out,
             );
-            match order_id {
-                None => {
-                    let d =
-                        conversion_discrepancy(DiscrepancyKind::MissingOrderId, &conversion, "");
-                    push_discrepancy(d, &mut self.stats, out);
-                }
-                Some(order_id) => self.reconciler.on_purchase(
-                    PurchaseRef {
-                        order_id,
-                        pixel: conversion.event_source_id.clone(),
-                        event: conversion.event.clone(),
-                        event_id: conversion.event_id.clone(),
-                        value: conversion.properties.value,
-                        currency: conversion.properties.currency.clone(),
-                        event_time,
-                    },
-                    &mut self.revenue,
-                    &mut self.stats,
-                    out,
-                ),
-            }
         }
         out.conversions.push(conversion);
     }
+}
+
+/// A released action, merged and checked, before it is emitted: the findings are emitted with
+/// it, or not at all when the order side drops it as a duplicate order.
+struct Candidate {
+    conversion: Conversion,
+    /// Event time (ms) the action's TTL counts from.
+    anchor: i64,
+    /// Event time (ms) of the first copy.
+    event_time: i64,
+    /// Input copies the action holds (its bucket size if dropped).
+    copies: u64,
+    findings: Vec<Discrepancy>,
 }
 
 /// What browser/server parity found for one merged action.
@@ -592,7 +634,9 @@ fn parity(a: &Event, b: &Event, tolerance: Money) -> Parity {
     let kind = match (&bp.currency, &sp.currency) {
         (Some(bc), Some(sc)) if bc != sc => Some(DiscrepancyKind::CurrencyParity),
         _ => match (bp.value, sp.value) {
-            (Some(bv), Some(sv)) if bv.abs_diff(sv) > tolerance => Some(DiscrepancyKind::ValueParity),
+            (Some(bv), Some(sv)) if bv.abs_diff(sv) > tolerance => {
+                Some(DiscrepancyKind::ValueParity)
+            }
             _ => None,
         },
     };
