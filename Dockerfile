@@ -27,6 +27,6 @@ RUN apt-get update \
 COPY --from=build /usr/local/bin/onecount /usr/local/bin/onecount
 USER onecount
 # /metrics, /healthz, /readyz (docs/METRICS.md); the config must listen on 0.0.0.0 in a container.
-EXPOSE 9721
+EXPOSE 9464
 ENTRYPOINT ["onecount"]
 CMD ["--help"]

@@ -834,7 +834,7 @@ fn compose_file_is_valid_and_references_existing_files() {
     // Prometheus scrapes the port onecount listens on in the compose config.
     let prometheus = read("prometheus/prometheus.yml");
     assert!(
-        compose.contains(r#"listen = "0.0.0.0:9721""#) && prometheus.contains(r#""onecount:9721""#)
+        compose.contains(r#"listen = "0.0.0.0:9464""#) && prometheus.contains(r#""onecount:9464""#)
     );
 
     // A real YAML parse, where python3 has PyYAML.
