@@ -1,11 +1,13 @@
 //! onecount: exactly one conversion per user action.
 //!
 //! A pure, deterministic core (`parse`, `engine`) wrapped by thin runtimes (`replay` over files).
+//! `kafka` holds the Kafka pieces: client configs, topic creation, publishing.
 //! `generate` makes traffic with its own ground truth. See `docs/RULES.md` for the rules.
 pub mod config;
 pub mod currency;
 pub mod engine;
 pub mod generate;
+pub mod kafka;
 pub mod model;
 pub mod parse;
 pub mod pii;
