@@ -1,6 +1,6 @@
 //! The `onecount` command line. `anyhow` lives here only: modules return typed errors.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -11,6 +11,8 @@ use onecount::config::Config;
 use onecount::generate::{
     generate_to_dir, GenerateOptions, DEFAULT_SPAN_HOURS, DEFAULT_START_TIME,
 };
+use onecount::kafka;
+use onecount::kafka::publish::{generate_to_kafka, PublishOptions};
 use onecount::replay::{replay, ReplayInputs};
 use onecount::report;
 
@@ -44,21 +46,35 @@ enum Command {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
-    /// Write browser.jsonl, server.jsonl, orders.jsonl and truth.json (the exact expected counts).
+    /// Write browser.jsonl, server.jsonl, orders.jsonl and truth.json (the exact expected counts),
+    /// or with --kafka publish the same traffic to the configured input topics.
     Generate {
         /// User actions (funnel steps); retries, reloads, orders and noise come on top.
         #[arg(long)]
         actions: u64,
         #[arg(long, default_value_t = 1)]
         seed: u64,
-        #[arg(long)]
-        out: PathBuf,
+        /// Directory for the files.
+        #[arg(long, required_unless_present = "kafka", conflicts_with = "kafka")]
+        out: Option<PathBuf>,
         /// Unix seconds of the first session.
         #[arg(long, default_value_t = DEFAULT_START_TIME)]
         start_time: i64,
         /// Sessions start over this many hours.
         #[arg(long, default_value_t = DEFAULT_SPAN_HOURS)]
         span_hours: u32,
+        /// Publish to Kafka at these bootstrap brokers (over kafka.brokers) instead of writing
+        /// files: browser events keyed by event_id, server bodies unkeyed, order changes keyed by
+        /// order id (tombstones as null values). Missing input topics are created.
+        #[arg(long, value_name = "BROKERS")]
+        kafka: Option<String>,
+        /// With --kafka: the onecount.toml naming the topics and Kafka properties (ONECOUNT_*
+        /// environment variables apply over it).
+        #[arg(long, requires = "kafka")]
+        config: Option<PathBuf>,
+        /// With --kafka: write truth.json here.
+        #[arg(long, requires = "kafka")]
+        truth: Option<PathBuf>,
     },
     /// Replay browser, server and order files through the engine into output files.
     Replay {
@@ -79,7 +95,9 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
-    /// Validate a config file; exits non-zero naming the bad field.
+    /// Validate a config file with the ONECOUNT_* environment variables over it, and the Kafka
+    /// properties against librdkafka; exits non-zero naming the bad field. Prints the effective
+    /// settings, secrets redacted.
     CheckConfig { file: PathBuf },
 }
 
@@ -148,6 +166,96 @@ fn tempdir() -> anyhow::Result<TempDir> {
     Ok(TempDir(dir))
 }
 
+fn generate_files(opts: &GenerateOptions, out: &Path) -> anyhow::Result<ExitCode> {
+    let started = Instant::now();
+    let truth =
+        generate_to_dir(opts, out).with_context(|| format!("writing to {}", out.display()))?;
+    println!(
+        "generated {} input records ({} browser, {} server events, {} order changes) in {:.2}s into {}",
+        truth.input_records.total,
+        truth.input_records.browser,
+        truth.input_records.server,
+        truth.input_records.orders,
+        started.elapsed().as_secs_f64(),
+        out.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `generate --kafka`: the config (file and environment), the brokers from the flag over it.
+fn generate_kafka(
+    opts: &GenerateOptions,
+    brokers: &str,
+    config: Option<&Path>,
+    truth_file: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
+    let mut config = Config::load_with_env(config)?;
+    config.kafka.brokers = brokers.to_string();
+    config.validate()?;
+    kafka::client::check_properties(&config.kafka)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let (truth, report, topics) = runtime
+        .block_on(generate_to_kafka(&config, opts, PublishOptions::default()))
+        .with_context(|| format!("publishing to {brokers}"))?;
+    for t in &topics {
+        let what = if t.created { "created" } else { "existing" };
+        println!("topic {} ({what}, {} partitions)", t.name, t.partitions);
+    }
+    let r = &report.records;
+    println!(
+        "published {} records in {:.2}s: {} browser events to {}, {} server bodies ({} events) to {}, {} order changes ({} tombstones) to {}",
+        r.total(),
+        report.seconds,
+        r.browser,
+        config.topics.browser,
+        r.server,
+        truth.input_records.server,
+        config.topics.server,
+        r.orders,
+        r.tombstones,
+        config.topics.orders,
+    );
+    println!(
+        "truth: {} input records; expect {} conversions ({} browser only, {} server only, {} both), {} merged, {} duplicates, {} consent dropped, {} dead letters, {} late, {} orders applied",
+        truth.input_records.total,
+        truth.conversions,
+        truth.sources.browser,
+        truth.sources.server,
+        truth.sources.both,
+        truth.merged,
+        truth.duplicates,
+        truth.consent_dropped,
+        truth.dead_letters,
+        truth.late,
+        truth.orders_applied,
+    );
+    if let Some(path) = truth_file {
+        std::fs::write(path, truth.to_json())
+            .with_context(|| format!("writing {}", path.display()))?;
+        println!("truth written to {}", path.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `check-config`: the file with the environment over it, validated, and its Kafka properties
+/// checked by librdkafka; prints the effective settings with secrets redacted.
+fn check_config(file: &Path) -> anyhow::Result<ExitCode> {
+    let config = Config::load_with_env(Some(file))?;
+    kafka::client::check_properties(&config.kafka)?;
+    println!("{}: ok", file.display());
+    let overrides = Config::env_overrides(std::env::vars());
+    if !overrides.is_empty() {
+        let list: Vec<&str> = overrides.iter().map(String::as_str).collect();
+        println!("# from the environment: {}", list.join(", "));
+    }
+    print!("{config}");
+    Ok(ExitCode::SUCCESS)
+}
+
 fn load_config(path: Option<&PathBuf>) -> anyhow::Result<Config> {
     match path {
         Some(p) => Ok(Config::load(p)?),
@@ -175,28 +283,23 @@ fn run() -> anyhow::Result<ExitCode> {
             out,
             start_time,
             span_hours,
+            kafka,
+            config,
+            truth,
         } => {
-            let started = Instant::now();
-            let truth = generate_to_dir(
-                &GenerateOptions {
-                    actions,
-                    seed,
-                    start_time,
-                    span_hours,
-                },
-                &out,
-            )
-            .with_context(|| format!("writing to {}", out.display()))?;
-            println!(
-                "generated {} input records ({} browser, {} server events, {} order changes) in {:.2}s into {}",
-                truth.input_records.total,
-                truth.input_records.browser,
-                truth.input_records.server,
-                truth.input_records.orders,
-                started.elapsed().as_secs_f64(),
-                out.display()
-            );
-            Ok(ExitCode::SUCCESS)
+            let opts = GenerateOptions {
+                actions,
+                seed,
+                start_time,
+                span_hours,
+            };
+            match (out, kafka) {
+                (_, Some(brokers)) => {
+                    generate_kafka(&opts, &brokers, config.as_deref(), truth.as_deref())
+                }
+                (Some(out), None) => generate_files(&opts, &out),
+                (None, None) => unreachable!("clap requires --out or --kafka"),
+            }
         }
         Command::Replay {
             browser,
@@ -229,10 +332,6 @@ fn run() -> anyhow::Result<ExitCode> {
             println!("outputs in {}", out.display());
             Ok(ExitCode::SUCCESS)
         }
-        Command::CheckConfig { file } => {
-            Config::load(&file)?;
-            println!("{}: ok", file.display());
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::CheckConfig { file } => check_config(&file),
     }
 }
