@@ -86,7 +86,7 @@ fn main() {
     let readers =
         files.map(|f| BufReader::with_capacity(1 << 16, File::open(dir.join(f)).unwrap()));
     let started = Instant::now();
-    let stats = run(&config, readers, |out| {
+    let stats = run(&config, readers, |out, _| {
         out.clear();
         Ok(())
     })
@@ -101,7 +101,7 @@ fn main() {
         files.map(|f| BufReader::with_capacity(1 << 16, File::open(dir.join(f)).unwrap()));
     let mut sink = std::io::sink();
     let started = Instant::now();
-    let stats = run(&config, readers, |out| {
+    let stats = run(&config, readers, |out, _| {
         for c in &out.conversions {
             serde_json::to_writer(&mut sink, c).unwrap();
             sink.write_all(b"\n").unwrap();

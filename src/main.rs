@@ -131,7 +131,7 @@ fn demo(actions: u64, seed: u64, dir: Option<PathBuf>) -> anyhow::Result<ExitCod
         orders: inputs_dir.join("orders.jsonl"),
     };
     let started = Instant::now();
-    let stats = replay(&Config::default(), &inputs, &out_dir).context("replay failed")?;
+    let stats = replay(&Config::default(), &inputs, &out_dir, None).context("replay failed")?;
     let seconds = started.elapsed().as_secs_f64();
     println!("replayed into {}\n", out_dir.display());
     print!("{}", report::summary(&stats, seconds));
@@ -315,7 +315,7 @@ fn run() -> anyhow::Result<ExitCode> {
                 server,
                 orders,
             };
-            let stats = replay(&config, &inputs, &out).context("replay failed")?;
+            let stats = replay(&config, &inputs, &out, None).context("replay failed")?;
             let secs = started.elapsed().as_secs_f64();
             println!(
                 "replayed {} input records in {:.2}s ({:.0}/s): {} conversions, {} merged, {} duplicates, {} consent dropped, {} dead letters, {} late",

@@ -330,6 +330,43 @@ pub enum Record {
     Tombstone(Position),
 }
 
+/// TikTok's standard event names: metric labels take an event name from this list, so custom
+/// names (unbounded input) are reported as `other`.
+pub const STANDARD_EVENTS: [&str; 23] = [
+    "AddPaymentInfo",
+    "AddToCart",
+    "AddToWishlist",
+    "ApplicationApproval",
+    "ClickButton",
+    "CompletePayment",
+    "CompleteRegistration",
+    "Contact",
+    "CustomizeProduct",
+    "Download",
+    "FindLocation",
+    "InitiateCheckout",
+    "Lead",
+    "Pageview",
+    "PlaceAnOrder",
+    "Purchase",
+    "Schedule",
+    "Search",
+    "StartTrial",
+    "SubmitApplication",
+    "SubmitForm",
+    "Subscribe",
+    "ViewContent",
+];
+
+/// The event name as a bounded label: itself if standard, else `other`.
+pub fn standard_event_name(name: &str) -> &str {
+    if STANDARD_EVENTS.binary_search(&name).is_ok() {
+        name
+    } else {
+        "other"
+    }
+}
+
 /// Which sources an emitted conversion saw.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -14,6 +14,7 @@ use serde::Serialize;
 use crate::config::Config;
 use crate::engine::stats::Stats;
 use crate::engine::{Engine, Outputs};
+use crate::metrics::Metrics;
 use crate::model::{DeadLetter, DeadLetterReason, Input, Position, FORMAT_VERSION};
 use crate::parse::{Parsed, Parser};
 
@@ -230,10 +231,12 @@ fn open_input(input: Input, path: &Path) -> Result<Box<dyn BufRead>, ReplayError
 }
 
 /// Replays the three inputs through a fresh engine into `out_dir`; returns the accounting.
+/// With `metrics`, brings them up to date as outputs are written.
 pub fn replay(
     config: &Config,
     inputs: &ReplayInputs,
     out_dir: &Path,
+    mut metrics: Option<&mut Metrics>,
 ) -> Result<Stats, ReplayError> {
     let stdin_count = [&inputs.browser, &inputs.server, &inputs.orders]
         .iter()
@@ -248,9 +251,33 @@ pub fn replay(
         open_input(Input::Orders, &inputs.orders)?,
     ];
     let mut files = OutputFiles::create(out_dir)?;
-    let stats = run(config, readers, |out| files.write(out))?;
+    let stats = run(config, readers, |out, engine| {
+        if let Some(m) = metrics.as_deref_mut() {
+            observe(m, out, engine);
+        }
+        files.write(out)
+    })?;
     files.finish(&stats)?;
     Ok(stats)
+}
+
+/// Brings `metrics` up to the engine's accounting and state, and the outputs about to be
+/// written.
+pub fn observe(metrics: &mut Metrics, out: &Outputs, engine: &Engine) {
+    metrics.observe_stats(engine.stats());
+    for d in &out.dead_letters {
+        metrics.observe_dead_letter(d.input, d.reason);
+    }
+    metrics.observe_windows(&out.revenue_windows);
+    metrics.observe_state(&engine.state_size());
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let watermarks: Vec<_> = Input::ALL
+        .iter()
+        .map(|i| (*i, engine.input_watermark(*i)))
+        .collect();
+    metrics.observe_watermarks(now_ms, &watermarks);
 }
 
 /// Drives the engine over three line sources, aligned by event time: the next line always comes
@@ -259,7 +286,7 @@ pub fn replay(
 pub fn run<R>(
     config: &Config,
     readers: [R; 3],
-    mut sink: impl FnMut(&mut Outputs) -> Result<(), ReplayError>,
+    mut sink: impl FnMut(&mut Outputs, &Engine) -> Result<(), ReplayError>,
 ) -> Result<Stats, ReplayError>
 where
     R: BufRead,
@@ -302,11 +329,11 @@ where
             }
         }
         if out.conversions.len() + out.discrepancies.len() >= 1024 {
-            sink(&mut out)?;
+            sink(&mut out, &engine)?;
         }
     }
     engine.flush(&mut out);
-    sink(&mut out)?;
+    sink(&mut out, &engine)?;
     Ok(engine.stats().clone())
 }
 

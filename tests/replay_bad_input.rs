@@ -70,6 +70,7 @@ fn malformed_lines_become_dead_letters_and_good_lines_still_count() {
             orders: dir.path().join("orders.jsonl"),
         },
         &out,
+        None,
     )
     .unwrap();
 
@@ -128,6 +129,7 @@ fn redacted_dead_letters_keep_no_original_bytes() {
             orders: dir.path().join("o.jsonl"),
         },
         &out,
+        None,
     )
     .unwrap();
     let text = std::fs::read_to_string(out.join("dead_letters.jsonl")).unwrap();

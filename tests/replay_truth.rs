@@ -34,6 +34,7 @@ fn generate_and_replay(
             orders: input.join("orders.jsonl"),
         },
         &output,
+        None,
     )
     .unwrap();
     (truth, stats)

@@ -193,6 +193,15 @@ fn output_schemas_close_every_object() {
         "/properties/dead_letters_by_reason",
         "/properties/tracked_revenue",
         "/properties/backend_revenue",
+        "/properties/pixels",
+        "/properties/outcomes",
+        "/properties/outcomes/additionalProperties",
+        "/properties/pixels/additionalProperties/properties/conversions",
+        "/properties/pixels/additionalProperties/properties/duplicates",
+        "/properties/pixels/additionalProperties/properties/discrepancies",
+        "/properties/pixels/additionalProperties/properties/match_keys",
+        "/properties/pixels/additionalProperties/properties/tracked_revenue",
+        "/properties/pixels/additionalProperties/properties/backend_revenue",
     ]
     .map(String::from)
     .into();
@@ -865,8 +874,26 @@ fn stats_from_counts_validate() {
         "input_records": {"browser": 12, "server": 8, "orders": 7, "total": 27},
         "sources": {"browser": 3, "server": 3, "both": 4},
         "revenue_windows": 2,
-        "tracked_revenue": {"USD": 449.7}, "backend_revenue": {"USD": 299.8, "EUR": 0.0}
+        "tracked_revenue": {"USD": 449.7}, "backend_revenue": {"USD": 299.8, "EUR": 0.0},
+        "outcomes": {"browser": {"conversion": 6, "merged": 2}, "orders": {"order_applied": 5}},
+        "pixels": {"C4PIXEL": {
+            "events": {"browser": 12, "server": 8},
+            "conversions": {"CompletePayment": {"browser": 3, "server": 3, "both": 4}},
+            "duplicates": {"same_source": 1}, "consent_dropped": {"browser": 1, "server": 0},
+            "discrepancies": {"value_parity": 1}, "match_keys": {"email": 7},
+            "tracked_revenue": {"USD": 449.7}, "backend_revenue": {"USD": 299.8}
+        }}
     });
+    // And the real thing: the engine's own Stats, with a pixel tallied.
+    let mut real = onecount::engine::stats::Stats::default();
+    real.received("C4PIXEL", onecount::model::Source::Browser);
+    real.duplicates(
+        "C4PIXEL",
+        onecount::model::Source::Server,
+        onecount::engine::stats::DuplicateReason::SameSource,
+        2,
+    );
+    assert_valid("stats", &serde_json::to_value(&real).unwrap());
     assert_valid("stats", &stats);
     let mut missing_kind = stats.clone();
     missing_kind["discrepancies"]

@@ -202,7 +202,7 @@ impl Dedup {
         };
         let Some(key_id) = key_id else {
             if denied {
-                stats.consent_dropped(1);
+                stats.consent_dropped(&event.pixel, event.source, 1);
                 return;
             }
             let p = &event.position;
@@ -245,7 +245,7 @@ impl Dedup {
 
         let missing_event_id = event.event_id.is_none();
         if denied {
-            stats.consent_dropped(1);
+            stats.consent_dropped(&event.pixel, event.source, 1);
             let mut f = flags::CONSENT_DROPPED | flags::of_source(event.source);
             if event.source == Source::Browser {
                 f |= flags::BROWSER_DENIED;
@@ -275,7 +275,10 @@ impl Dedup {
     ) {
         if denied {
             let action = self.remove_pending(fp);
-            stats.consent_dropped(action.copies() + 1);
+            for copy in [&action.browser, &action.server].into_iter().flatten() {
+                stats.consent_dropped(&copy.pixel, copy.source, 1);
+            }
+            stats.consent_dropped(&event.pixel, event.source, 1);
             let mut f =
                 flags::CONSENT_DROPPED | action.source_flags() | flags::of_source(event.source);
             if event.source == Source::Browser {
@@ -291,11 +294,16 @@ impl Dedup {
         let window = self.rules.merge_window_ms;
         let action = self.pending.get_mut(&fp).expect("checked by caller");
         if action.slot(event.source).is_some() {
-            stats.duplicates(DuplicateReason::SameSource, 1);
+            stats.duplicates(&event.pixel, event.source, DuplicateReason::SameSource, 1);
             return;
         }
         if (event.event_time - action.anchor).abs() > window {
-            stats.duplicates(DuplicateReason::AfterMergeWindow, 1);
+            stats.duplicates(
+                &event.pixel,
+                event.source,
+                DuplicateReason::AfterMergeWindow,
+                1,
+            );
             return;
         }
         let t = event.event_time;
@@ -320,7 +328,7 @@ impl Dedup {
     ) {
         let mut f = state.flags | flags::of_source(event.source);
         if state.flags & flags::CONSENT_DROPPED != 0 {
-            stats.consent_dropped(1);
+            stats.consent_dropped(&event.pixel, event.source, 1);
             if denied && event.source == Source::Browser {
                 f |= flags::BROWSER_DENIED;
             }
@@ -330,7 +338,7 @@ impl Dedup {
                 consent_violation(event, stats, out);
             }
         } else if denied {
-            stats.consent_dropped(1);
+            stats.consent_dropped(&event.pixel, event.source, 1);
             if state.flags & flags::EMITTED != 0 {
                 let mut d = super::discrepancy_about(
                     DiscrepancyKind::ConsentAfterEmit,
@@ -353,7 +361,7 @@ impl Dedup {
             } else {
                 DuplicateReason::AfterRelease
             };
-            stats.duplicates(reason, 1);
+            stats.duplicates(&event.pixel, event.source, reason, 1);
         }
         self.closed.put(
             fp,

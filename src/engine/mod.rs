@@ -74,6 +74,7 @@ pub struct StateSize {
 
 pub struct Engine {
     ttl_ms: i64,
+    lateness_ms: i64,
     value_tolerance: Money,
     purchase_events: HashSet<String>,
     watermarks: Watermarks,
@@ -152,6 +153,7 @@ impl Engine {
             Money((engine.value_tolerance * Money::MICROS_PER_UNIT as f64).round() as i64);
         Engine {
             ttl_ms,
+            lateness_ms: millis(engine.allowed_lateness),
             value_tolerance,
             purchase_events: engine.purchase_events.iter().cloned().collect(),
             watermarks: Watermarks::new(millis(engine.allowed_lateness)),
@@ -198,7 +200,7 @@ impl Engine {
         match parsed {
             Parsed::DeadLetter(d) => {
                 self.stats.input(d.input);
-                self.stats.dead_letter(d.reason);
+                self.stats.dead_letter(d.input, d.reason);
                 out.dead_letters.push(d);
             }
             Parsed::Record(Record::Tombstone(_)) => {
@@ -221,10 +223,11 @@ impl Engine {
             Parsed::Record(Record::Event(event)) => {
                 let input = event.source.input();
                 self.stats.input(input);
+                self.stats.received(&event.pixel, event.source);
                 let time = event.event_time;
                 match self.watermarks.current() {
                     Some(wm) if time < wm - self.ttl_ms => {
-                        self.stats.late();
+                        self.stats.late(input);
                         return;
                     }
                     // Behind the watermark: too late to sort, applied as it comes.
@@ -273,6 +276,13 @@ impl Engine {
 
     pub fn stats(&self) -> &Stats {
         &self.stats
+    }
+
+    /// An input's own watermark (its highest event time minus the allowed lateness).
+    pub fn input_watermark(&self, input: Input) -> Option<i64> {
+        self.watermarks
+            .highest_seen(input)
+            .map(|t| t - self.lateness_ms)
     }
 
     /// Highest event time seen on an input, for aligning inputs that are read together.
@@ -462,7 +472,6 @@ impl Engine {
         let first_source = first.source;
         let event_time = first.event_time;
         let anchor = action.anchor;
-        let copies = action.copies();
         let missing_event_id = action.missing_event_id;
         self.dedup.close(&action, flags::EMITTED);
         let conversion = merge(action);
@@ -505,7 +514,6 @@ impl Engine {
             conversion,
             anchor,
             event_time,
-            copies,
             findings,
         };
         match (is_purchase, order_id) {
@@ -534,8 +542,11 @@ impl Engine {
             .get(fp)
             .is_some_and(|s| (anchor_s - i64::from(s.anchor_s)).abs() < self.ttl_ms / 1000);
         if claimed {
-            self.stats
-                .duplicates(DuplicateReason::DuplicateOrder, candidate.copies);
+            let pixel = &conversion.event_source_id;
+            for source in candidate.sources() {
+                self.stats
+                    .duplicates(pixel, source, DuplicateReason::DuplicateOrder, 1);
+            }
             let d =
                 conversion_discrepancy(DiscrepancyKind::DuplicateOrderConversion, conversion, "");
             push_discrepancy(d, &mut self.stats, out);
@@ -571,7 +582,7 @@ impl Engine {
             findings,
             ..
         } = candidate;
-        self.stats.conversion(conversion.sources);
+        self.stats.conversion(&conversion);
         for d in findings {
             push_discrepancy(d, &mut self.stats, out);
         }
@@ -602,9 +613,18 @@ struct Candidate {
     anchor: i64,
     /// Event time (ms) of the first copy.
     event_time: i64,
-    /// Input copies the action holds (its bucket size if dropped).
-    copies: u64,
     findings: Vec<Discrepancy>,
+}
+
+impl Candidate {
+    /// The sources of the copies the action holds, one entry per copy.
+    fn sources(&self) -> Vec<Source> {
+        match self.conversion.sources {
+            SourcesSeen::Both => vec![Source::Browser, Source::Server],
+            SourcesSeen::Browser => vec![Source::Browser],
+            SourcesSeen::Server => vec![Source::Server],
+        }
+    }
 }
 
 /// What browser/server parity found for one merged action.
@@ -714,7 +734,7 @@ fn merge(action: Action) -> Conversion {
 }
 
 pub(crate) fn push_discrepancy(d: Discrepancy, stats: &mut Stats, out: &mut Outputs) {
-    stats.discrepancy(d.kind);
+    stats.discrepancy(&d);
     out.discrepancies.push(d);
 }
 

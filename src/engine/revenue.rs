@@ -83,7 +83,7 @@ impl RevenueWindows {
         stats: &mut Stats,
         out: &mut Outputs,
     ) {
-        stats.track_revenue(currency, value);
+        stats.track_revenue(pixel, currency, value);
         self.change(pixel, currency, hour_of(event_time), stats, out, |w| {
             w.purchases += 1;
             w.tracked.0 += value.0;
@@ -136,7 +136,7 @@ impl RevenueWindows {
         if orders == 0 && matched == 0 && backend == 0 {
             return;
         }
-        stats.backend_revenue(&c.currency, Money(backend));
+        stats.backend_revenue(&c.pixel, &c.currency, Money(backend));
         self.change(&c.pixel, &c.currency, c.hour_start, stats, out, |w| {
             w.orders = w.orders.saturating_add_signed(orders);
             w.matched = w.matched.saturating_add_signed(matched);

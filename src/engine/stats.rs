@@ -7,7 +7,17 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{DeadLetterReason, DiscrepancyKind, Input, Money, SourcesSeen};
+use crate::model::{
+    standard_event_name, Conversion, DeadLetterReason, Discrepancy, DiscrepancyKind, Input,
+    MatchKey, Money, Source, SourcesSeen,
+};
+
+/// Distinct pixel codes tallied one by one in `Stats::pixels`; later ones are tallied as
+/// `other`. A bound on memory, far above the metrics' label cap.
+pub const MAX_TALLIED_PIXELS: usize = 10_000;
+
+/// The pixel an order-side finding is attributed to when nothing names one.
+pub const UNATTRIBUTED: &str = "unattributed";
 
 /// Why a copy was dropped as a duplicate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,6 +74,38 @@ pub struct SourceCounts {
     pub both: u64,
 }
 
+/// Copies by input (browser, server).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CopyCounts {
+    pub browser: u64,
+    pub server: u64,
+}
+
+impl CopyCounts {
+    fn add(&mut self, source: Source, n: u64) {
+        match source {
+            Source::Browser => self.browser += n,
+            Source::Server => self.server += n,
+        }
+    }
+}
+
+/// What happened per pixel: the breakdown behind the per-pixel metrics and dashboards.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PixelStats {
+    /// Event copies that parsed, on arrival (late ones included).
+    pub events: CopyCounts,
+    /// Conversions by event name (standard TikTok names; others as `other`) and sources.
+    pub conversions: BTreeMap<String, SourceCounts>,
+    pub duplicates: BTreeMap<String, u64>,
+    pub consent_dropped: CopyCounts,
+    pub discrepancies: BTreeMap<String, u64>,
+    /// Conversions carrying each match key.
+    pub match_keys: BTreeMap<String, u64>,
+    pub tracked_revenue: BTreeMap<String, Money>,
+    pub backend_revenue: BTreeMap<String, Money>,
+}
+
 /// The accounting, as written to `stats.json`. Keys match `truth.json` where both have them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Stats {
@@ -87,6 +129,12 @@ pub struct Stats {
     pub tracked_revenue: BTreeMap<String, Money>,
     /// Revenue-counting orders' totals by currency, as reconciled and updated.
     pub backend_revenue: BTreeMap<String, Money>,
+    /// The same, per pixel code.
+    pub pixels: BTreeMap<String, PixelStats>,
+    /// Every input record's bucket, per input: `conversion`, `merged`, `duplicate`,
+    /// `consent_dropped`, `dead_letter`, `late` (browser, server) and `dead_letter`,
+    /// `order_applied`, `order_redelivered`, `order_tombstone`, `order_historical` (orders).
+    pub outcomes: BTreeMap<String, BTreeMap<String, u64>>,
 }
 
 impl Default for Stats {
@@ -116,6 +164,8 @@ impl Default for Stats {
             revenue_windows: 0,
             tracked_revenue: BTreeMap::new(),
             backend_revenue: BTreeMap::new(),
+            pixels: BTreeMap::new(),
+            outcomes: BTreeMap::new(),
         }
     }
 }
@@ -130,64 +180,127 @@ impl Stats {
         self.input_records.total += 1;
     }
 
-    pub fn conversion(&mut self, sources: SourcesSeen) {
+    fn outcome(&mut self, input: Input, outcome: &str, n: u64) {
+        let input = input.as_str();
+        if !self.outcomes.contains_key(input) {
+            self.outcomes.insert(input.to_string(), BTreeMap::new());
+        }
+        bump(
+            self.outcomes.get_mut(input).expect("inserted above"),
+            outcome,
+            n,
+        );
+    }
+
+    fn pixel(&mut self, pixel: &str) -> &mut PixelStats {
+        // Two lookups rather than `entry(pixel.to_string())`: no allocation on the hot path,
+        // where the pixel is almost always known already.
+        let key = if self.pixels.contains_key(pixel) || self.pixels.len() < MAX_TALLIED_PIXELS {
+            pixel
+        } else {
+            "other"
+        };
+        if !self.pixels.contains_key(key) {
+            self.pixels.insert(key.to_string(), PixelStats::default());
+        }
+        self.pixels.get_mut(key).expect("inserted above")
+    }
+
+    /// An event copy parsed and reached the engine.
+    pub fn received(&mut self, pixel: &str, source: Source) {
+        self.pixel(pixel).events.add(source, 1);
+    }
+
+    pub fn conversion(&mut self, conversion: &Conversion) {
         self.conversions += 1;
-        match sources {
-            SourcesSeen::Browser => self.sources.browser += 1,
-            SourcesSeen::Server => self.sources.server += 1,
-            SourcesSeen::Both => {
-                self.sources.both += 1;
-                self.merged += 1;
+        let tally = |c: &mut SourceCounts| match conversion.sources {
+            SourcesSeen::Browser => c.browser += 1,
+            SourcesSeen::Server => c.server += 1,
+            SourcesSeen::Both => c.both += 1,
+        };
+        tally(&mut self.sources);
+        self.outcome(conversion.first_source.input(), "conversion", 1);
+        if conversion.sources == SourcesSeen::Both {
+            self.merged += 1;
+            let other = match conversion.first_source {
+                Source::Browser => Input::Server,
+                Source::Server => Input::Browser,
+            };
+            self.outcome(other, "merged", 1);
+        }
+        let p = self.pixel(&conversion.event_source_id);
+        let event = standard_event_name(&conversion.event);
+        match p.conversions.get_mut(event) {
+            Some(c) => tally(c),
+            None => {
+                let mut c = SourceCounts::default();
+                tally(&mut c);
+                p.conversions.insert(event.to_string(), c);
+            }
+        }
+        for key in MatchKey::ALL {
+            if conversion.user.key(key).is_some() {
+                bump(&mut p.match_keys, key.as_str(), 1);
             }
         }
     }
 
-    pub fn duplicates(&mut self, reason: DuplicateReason, copies: u64) {
+    pub fn duplicates(
+        &mut self,
+        pixel: &str,
+        source: Source,
+        reason: DuplicateReason,
+        copies: u64,
+    ) {
         self.duplicates += copies;
-        *self
-            .duplicates_by_reason
-            .entry(reason.as_str().to_string())
-            .or_default() += copies;
+        self.outcome(source.input(), "duplicate", copies);
+        bump(&mut self.duplicates_by_reason, reason.as_str(), copies);
+        bump(&mut self.pixel(pixel).duplicates, reason.as_str(), copies);
     }
 
-    pub fn consent_dropped(&mut self, copies: u64) {
+    pub fn consent_dropped(&mut self, pixel: &str, source: Source, copies: u64) {
         self.consent_dropped += copies;
+        self.outcome(source.input(), "consent_dropped", copies);
+        self.pixel(pixel).consent_dropped.add(source, copies);
     }
 
-    pub fn dead_letter(&mut self, reason: DeadLetterReason) {
+    pub fn dead_letter(&mut self, input: Input, reason: DeadLetterReason) {
         self.dead_letters += 1;
-        *self
-            .dead_letters_by_reason
-            .entry(reason.as_str().to_string())
-            .or_default() += 1;
+        self.outcome(input, "dead_letter", 1);
+        bump(&mut self.dead_letters_by_reason, reason.as_str(), 1);
     }
 
-    pub fn late(&mut self) {
+    pub fn late(&mut self, input: Input) {
         self.late += 1;
+        self.outcome(input, "late", 1);
     }
 
     pub fn order(&mut self, outcome: OrderOutcome) {
-        match outcome {
-            OrderOutcome::Applied => self.orders_applied += 1,
-            OrderOutcome::Redelivered => self.orders_redelivered += 1,
-            OrderOutcome::Tombstone => self.orders_tombstones += 1,
-            OrderOutcome::Historical => self.orders_historical += 1,
-        }
+        let (counter, name) = match outcome {
+            OrderOutcome::Applied => (&mut self.orders_applied, "order_applied"),
+            OrderOutcome::Redelivered => (&mut self.orders_redelivered, "order_redelivered"),
+            OrderOutcome::Tombstone => (&mut self.orders_tombstones, "order_tombstone"),
+            OrderOutcome::Historical => (&mut self.orders_historical, "order_historical"),
+        };
+        *counter += 1;
+        self.outcome(Input::Orders, name, 1);
     }
 
-    pub fn discrepancy(&mut self, kind: DiscrepancyKind) {
-        *self
-            .discrepancies
-            .entry(kind.as_str().to_string())
-            .or_default() += 1;
+    pub fn discrepancy(&mut self, d: &Discrepancy) {
+        let kind = d.kind.as_str();
+        bump(&mut self.discrepancies, kind, 1);
+        let pixel = d.event_source_id.as_deref().unwrap_or(UNATTRIBUTED);
+        bump(&mut self.pixel(pixel).discrepancies, kind, 1);
     }
 
-    pub fn track_revenue(&mut self, currency: &str, delta: Money) {
+    pub fn track_revenue(&mut self, pixel: &str, currency: &str, delta: Money) {
         add_money(&mut self.tracked_revenue, currency, delta);
+        add_money(&mut self.pixel(pixel).tracked_revenue, currency, delta);
     }
 
-    pub fn backend_revenue(&mut self, currency: &str, delta: Money) {
+    pub fn backend_revenue(&mut self, pixel: &str, currency: &str, delta: Money) {
         add_money(&mut self.backend_revenue, currency, delta);
+        add_money(&mut self.pixel(pixel).backend_revenue, currency, delta);
     }
 
     /// The sum of all buckets: equals `input_records.total` once nothing is pending.
@@ -202,6 +315,15 @@ impl Stats {
             + self.orders_redelivered
             + self.orders_tombstones
             + self.orders_historical
+    }
+}
+
+fn bump(map: &mut BTreeMap<String, u64>, key: &str, n: u64) {
+    match map.get_mut(key) {
+        Some(v) => *v += n,
+        None => {
+            map.insert(key.to_string(), n);
+        }
     }
 }
 

@@ -1,0 +1,537 @@
+//! Prometheus metrics, exactly as docs/METRICS.md specifies them.
+//!
+//! Owns: the metric families on an owned `Registry`, bounding label values (pixel cap, standard
+//! event names, ISO currencies), and bringing the counters up to the engine's accounting after
+//! each batch. Must not: count anything itself. The engine's `Stats` is the one place an
+//! occurrence is counted; this module only exports the difference since its last look, so the
+//! metrics and `stats.json` can never disagree.
+
+use std::collections::{BTreeMap, HashSet};
+
+use prometheus::{
+    Encoder, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
+};
+
+use crate::currency::is_iso4217;
+use crate::engine::stats::{DuplicateReason, Stats, UNATTRIBUTED};
+use crate::engine::StateSize;
+use crate::model::{DeadLetterReason, DiscrepancyKind, Input, MatchKey, RevenueWindow};
+
+/// The label a value takes once the cap is reached or when it is not a valid code.
+pub const OTHER: &str = "other";
+
+/// Bounds pixel codes as label values: the configured pixels, then the first `cap` valid codes
+/// seen; anything else is `other`.
+#[derive(Debug)]
+pub struct PixelLabels {
+    cap: usize,
+    known: HashSet<String>,
+}
+
+impl PixelLabels {
+    pub fn new(cap: usize, configured: &[String]) -> PixelLabels {
+        let mut labels = PixelLabels {
+            cap,
+            known: HashSet::new(),
+        };
+        for p in configured {
+            if valid_pixel(p) {
+                labels.known.insert(p.clone());
+            }
+        }
+        labels
+    }
+
+    /// The label for a pixel code, and whether it is new (its series must be created).
+    pub fn label(&mut self, pixel: &str) -> (String, bool) {
+        if pixel == UNATTRIBUTED || pixel == OTHER || self.known.contains(pixel) {
+            return (pixel.to_string(), false);
+        }
+        if valid_pixel(pixel) && self.known.len() < self.cap {
+            self.known.insert(pixel.to_string());
+            return (pixel.to_string(), true);
+        }
+        (OTHER.to_string(), false)
+    }
+}
+
+fn valid_pixel(p: &str) -> bool {
+    (1..=64).contains(&p.len())
+        && p.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        && p != OTHER
+        && p != UNATTRIBUTED
+}
+
+/// A currency as a label value: an ISO 4217 code, else `other`.
+pub fn currency_label(code: &str) -> &str {
+    if is_iso4217(code) {
+        code
+    } else {
+        OTHER
+    }
+}
+
+const OUTCOMES: [(Input, &[&str]); 3] = [
+    (
+        Input::Browser,
+        &[
+            "conversion",
+            "merged",
+            "duplicate",
+            "consent_dropped",
+            "dead_letter",
+            "late",
+        ],
+    ),
+    (
+        Input::Server,
+        &[
+            "conversion",
+            "merged",
+            "duplicate",
+            "consent_dropped",
+            "dead_letter",
+            "late",
+        ],
+    ),
+    (
+        Input::Orders,
+        &[
+            "dead_letter",
+            "order_applied",
+            "order_redelivered",
+            "order_tombstone",
+            "order_historical",
+        ],
+    ),
+];
+
+const DEAD_LETTER_REASONS: [DeadLetterReason; 7] = [
+    DeadLetterReason::Empty,
+    DeadLetterReason::TooLarge,
+    DeadLetterReason::InvalidJson,
+    DeadLetterReason::InvalidShape,
+    DeadLetterReason::MissingField,
+    DeadLetterReason::InvalidTime,
+    DeadLetterReason::InvalidAmount,
+];
+
+pub struct Metrics {
+    registry: Registry,
+    pixels: PixelLabels,
+    input_records: IntCounterVec,
+    events_received: IntCounterVec,
+    conversions: IntCounterVec,
+    duplicates: IntCounterVec,
+    match_keys: IntCounterVec,
+    discrepancies: IntCounterVec,
+    consent_dropped: IntCounterVec,
+    dead_letters: IntCounterVec,
+    tracked_revenue: GaugeVec,
+    backend_revenue: GaugeVec,
+    drift_ratio: GaugeVec,
+    state_keys: IntGaugeVec,
+    state_bytes: IntGauge,
+    watermark_lag: GaugeVec,
+    pub consumer_lag: IntGaugeVec,
+    pub latency: Histogram,
+    pub restores: IntCounter,
+    pub restore_duration: Histogram,
+    pub restored_records: IntCounter,
+    pub ready: IntGauge,
+    /// What the counters already hold: each look exports only the difference.
+    exported: Stats,
+}
+
+fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    registry
+        .register(Box::new(c.clone()))
+        .expect("registered once");
+    c
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
+    let g = GaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+    registry
+        .register(Box::new(g.clone()))
+        .expect("registered once");
+    g
+}
+
+fn histogram(registry: &Registry, name: &str, help: &str, buckets: &[f64]) -> Histogram {
+    let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets.to_vec()))
+        .expect("valid metric");
+    registry
+        .register(Box::new(h.clone()))
+        .expect("registered once");
+    h
+}
+
+impl Metrics {
+    /// Registers every family; `configured_pixels` (shop mappings, default pixel) keep their own
+    /// label whatever the cap.
+    pub fn new(max_pixels: usize, configured_pixels: &[String]) -> Metrics {
+        let r = Registry::new();
+        let state_bytes = IntGauge::new(
+            "onecount_state_bytes",
+            "Estimated heap bytes of the engine's state.",
+        )
+        .expect("valid metric");
+        r.register(Box::new(state_bytes.clone()))
+            .expect("registered once");
+        let ready = IntGauge::new(
+            "onecount_ready",
+            "1 when partitions are assigned, state is restored and the broker is reachable.",
+        )
+        .expect("valid metric");
+        r.register(Box::new(ready.clone()))
+            .expect("registered once");
+        let restores = IntCounter::new(
+            "onecount_restores_total",
+            "State restorations from the changelog.",
+        )
+        .expect("valid metric");
+        r.register(Box::new(restores.clone()))
+            .expect("registered once");
+        let restored_records = IntCounter::new(
+            "onecount_restored_records_total",
+            "Changelog records read by restorations.",
+        )
+        .expect("valid metric");
+        r.register(Box::new(restored_records.clone()))
+            .expect("registered once");
+        let build_info = IntGaugeVec::new(
+            Opts::new(
+                "onecount_build_info",
+                "Always 1; the version label is the crate version.",
+            ),
+            &["version"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(build_info.clone()))
+            .expect("registered once");
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        let state_keys = IntGaugeVec::new(
+            Opts::new(
+                "onecount_state_keys",
+                "Live entries in the engine's state, by kind.",
+            ),
+            &["kind"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(state_keys.clone()))
+            .expect("registered once");
+        let consumer_lag = IntGaugeVec::new(
+            Opts::new(
+                "onecount_consumer_lag_records",
+                "Records between this instance's consumer positions and the high watermarks.",
+            ),
+            &["topic"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(consumer_lag.clone()))
+            .expect("registered once");
+
+        let m = Metrics {
+            input_records: counter(
+                &r,
+                "onecount_input_records_total",
+                "Input records by the accounting bucket they landed in.",
+                &["input", "outcome"],
+            ),
+            events_received: counter(
+                &r,
+                "onecount_events_received_total",
+                "Browser and server event copies that parsed, on arrival.",
+                &["pixel", "input"],
+            ),
+            conversions: counter(
+                &r,
+                "onecount_conversions_total",
+                "Conversions emitted, by the copies they merged.",
+                &["pixel", "event", "sources"],
+            ),
+            duplicates: counter(
+                &r,
+                "onecount_duplicates_total",
+                "Copies dropped as duplicates.",
+                &["pixel", "reason"],
+            ),
+            match_keys: counter(
+                &r,
+                "onecount_match_keys_total",
+                "Emitted conversions carrying the match key.",
+                &["pixel", "key"],
+            ),
+            discrepancies: counter(
+                &r,
+                "onecount_discrepancies_total",
+                "Discrepancy records, by kind.",
+                &["pixel", "kind"],
+            ),
+            consent_dropped: counter(
+                &r,
+                "onecount_consent_dropped_total",
+                "Copies dropped for denied consent.",
+                &["pixel", "input"],
+            ),
+            dead_letters: counter(
+                &r,
+                "onecount_dead_letters_total",
+                "Records that could not be parsed.",
+                &["input", "reason"],
+            ),
+            tracked_revenue: gauge(
+                &r,
+                "onecount_tracked_revenue",
+                "Running total of purchase conversions' values, in major units.",
+                &["pixel", "currency"],
+            ),
+            backend_revenue: gauge(
+                &r,
+                "onecount_backend_revenue",
+                "Running total of revenue-counting orders' totals, in major units.",
+                &["pixel", "currency"],
+            ),
+            drift_ratio: gauge(
+                &r,
+                "onecount_revenue_drift_ratio",
+                "(tracked - backend) / backend of the latest emitted hourly revenue window.",
+                &["pixel", "currency"],
+            ),
+            watermark_lag: gauge(
+                &r,
+                "onecount_watermark_lag_seconds",
+                "Wall clock minus the input's event-time watermark.",
+                &["input"],
+            ),
+            latency: histogram(
+                &r,
+                "onecount_processing_latency_seconds",
+                "Seconds from a batch being polled to its outputs acknowledged and offsets stored.",
+                &[
+                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                ],
+            ),
+            restore_duration: histogram(
+                &r,
+                "onecount_restore_duration_seconds",
+                "Seconds one restoration took.",
+                &[
+                    0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+                ],
+            ),
+            state_keys,
+            state_bytes,
+            consumer_lag,
+            restores,
+            restored_records,
+            ready,
+            registry: r,
+            pixels: PixelLabels::new(max_pixels, configured_pixels),
+            exported: Stats::default(),
+        };
+        for (input, outcomes) in OUTCOMES {
+            for outcome in outcomes {
+                m.input_records
+                    .with_label_values(&[input.as_str(), outcome]);
+            }
+            for reason in DEAD_LETTER_REASONS {
+                m.dead_letters
+                    .with_label_values(&[input.as_str(), reason.as_str()]);
+            }
+        }
+        let mut m = m;
+        for p in configured_pixels {
+            m.create_pixel_series(p);
+        }
+        m.create_pixel_series(UNATTRIBUTED);
+        m
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The counters of a pixel label exist at 0 from its first use, so `increase()` sees its
+    /// first increment.
+    fn create_pixel_series(&self, pixel: &str) {
+        for input in ["browser", "server"] {
+            self.events_received.with_label_values(&[pixel, input]);
+            self.consent_dropped.with_label_values(&[pixel, input]);
+        }
+        for reason in DuplicateReason::ALL {
+            self.duplicates.with_label_values(&[pixel, reason.as_str()]);
+        }
+        for key in MatchKey::ALL {
+            self.match_keys.with_label_values(&[pixel, key.as_str()]);
+        }
+        for kind in DiscrepancyKind::ALL {
+            self.discrepancies
+                .with_label_values(&[pixel, kind.as_str()]);
+        }
+    }
+
+    fn pixel_label(&mut self, pixel: &str) -> String {
+        let (label, new) = self.pixels.label(pixel);
+        if new {
+            self.create_pixel_series(&label);
+        }
+        label
+    }
+
+    /// Brings every counter and revenue gauge up to `stats` (the engine's accounting).
+    pub fn observe_stats(&mut self, stats: &Stats) {
+        let exported = std::mem::take(&mut self.exported);
+        for (input, outcomes) in &stats.outcomes {
+            for (outcome, n) in outcomes {
+                let before = exported
+                    .outcomes
+                    .get(input)
+                    .and_then(|o| o.get(outcome))
+                    .copied()
+                    .unwrap_or(0);
+                inc(&self.input_records, &[input, outcome], n - before);
+            }
+        }
+        let mut tracked: BTreeMap<(String, String), f64> = BTreeMap::new();
+        let mut backend: BTreeMap<(String, String), f64> = BTreeMap::new();
+        for (pixel, p) in &stats.pixels {
+            let label = self.pixel_label(pixel);
+            let before = exported.pixels.get(pixel).cloned().unwrap_or_default();
+            inc(
+                &self.events_received,
+                &[&label, "browser"],
+                p.events.browser - before.events.browser,
+            );
+            inc(
+                &self.events_received,
+                &[&label, "server"],
+                p.events.server - before.events.server,
+            );
+            inc(
+                &self.consent_dropped,
+                &[&label, "browser"],
+                p.consent_dropped.browser - before.consent_dropped.browser,
+            );
+            inc(
+                &self.consent_dropped,
+                &[&label, "server"],
+                p.consent_dropped.server - before.consent_dropped.server,
+            );
+            for (event, c) in &p.conversions {
+                let b = before.conversions.get(event).cloned().unwrap_or_default();
+                inc(&self.conversions, &[&label, event, "both"], c.both - b.both);
+                inc(
+                    &self.conversions,
+                    &[&label, event, "browser"],
+                    c.browser - b.browser,
+                );
+                inc(
+                    &self.conversions,
+                    &[&label, event, "server"],
+                    c.server - b.server,
+                );
+            }
+            for (map, before_map, family) in [
+                (&p.duplicates, &before.duplicates, &self.duplicates),
+                (&p.discrepancies, &before.discrepancies, &self.discrepancies),
+                (&p.match_keys, &before.match_keys, &self.match_keys),
+            ] {
+                for (k, n) in map {
+                    inc(
+                        family,
+                        &[&label, k],
+                        n - before_map.get(k).copied().unwrap_or(0),
+                    );
+                }
+            }
+            for (totals, map) in [
+                (&mut tracked, &p.tracked_revenue),
+                (&mut backend, &p.backend_revenue),
+            ] {
+                for (currency, m) in map {
+                    *totals
+                        .entry((label.clone(), currency_label(currency).to_string()))
+                        .or_default() += m.to_f64();
+                }
+            }
+        }
+        for ((pixel, currency), v) in tracked {
+            self.tracked_revenue
+                .with_label_values(&[&pixel, &currency])
+                .set(v);
+        }
+        for ((pixel, currency), v) in backend {
+            self.backend_revenue
+                .with_label_values(&[&pixel, &currency])
+                .set(v);
+        }
+        self.exported = stats.clone();
+    }
+
+    /// A dead letter, by input and reason, as the runtime writes it (the accounting keeps
+    /// reasons over all inputs only; each dead letter is written exactly once).
+    pub fn observe_dead_letter(&self, input: Input, reason: DeadLetterReason) {
+        self.dead_letters
+            .with_label_values(&[input.as_str(), reason.as_str()])
+            .inc();
+    }
+
+    /// The drift of each revenue window emitted.
+    pub fn observe_windows(&mut self, windows: &[RevenueWindow]) {
+        for w in windows {
+            if let Some(drift) = w.drift_ratio {
+                let pixel = self.pixel_label(&w.event_source_id);
+                self.drift_ratio
+                    .with_label_values(&[&pixel, currency_label(&w.currency)])
+                    .set(drift);
+            }
+        }
+    }
+
+    pub fn observe_state(&self, size: &StateSize) {
+        for (kind, n) in [
+            ("pending_actions", size.pending_actions),
+            ("closed_keys", size.closed_keys),
+            ("order_keys", size.order_keys),
+            ("orders", size.orders),
+            ("revenue_windows", size.revenue_windows),
+            ("reordering", size.reordering),
+        ] {
+            self.state_keys.with_label_values(&[kind]).set(n as i64);
+        }
+        self.state_bytes.set(size.closed_key_bytes as i64);
+    }
+
+    /// Wall clock (`now_ms`) minus each input's watermark, for inputs that have seen data.
+    pub fn observe_watermarks(&self, now_ms: i64, watermarks: &[(Input, Option<i64>)]) {
+        for (input, wm) in watermarks {
+            if let Some(wm) = wm {
+                self.watermark_lag
+                    .with_label_values(&[input.as_str()])
+                    .set((now_ms - wm) as f64 / 1000.0);
+            }
+        }
+    }
+
+    /// The Prometheus text exposition of every family.
+    pub fn render(registry: &Registry) -> String {
+        let mut buf = Vec::new();
+        TextEncoder::new()
+            .encode(&registry.gather(), &mut buf)
+            .expect("text encoding never fails");
+        String::from_utf8(buf).expect("the text format is UTF-8")
+    }
+}
+
+fn inc(family: &IntCounterVec, labels: &[&str], delta: u64) {
+    if delta > 0 {
+        family.with_label_values(labels).inc_by(delta);
+    }
+}
