@@ -386,11 +386,10 @@ impl Default for HttpConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    /// The file cannot be read (the I/O error is part of the message, not a `source`, so that
+    /// an error chain does not print it twice).
+    #[error("cannot read {path}: {error}")]
+    Read { path: String, error: std::io::Error },
     /// The file is not TOML, or a key or value does not fit (`field` is the dotted path).
     #[error("{path}: {message}")]
     Parse { path: String, message: String },
@@ -853,9 +852,9 @@ fn check_topic_name(name: &str) -> Result<(), String> {
 }
 
 fn read(path: &Path) -> Result<String, ConfigError> {
-    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+    std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
         path: path.display().to_string(),
-        source,
+        error,
     })
 }
 

@@ -206,6 +206,19 @@ mod tests {
     }
 
     #[test]
+    fn the_build_has_tls_and_scram_for_production_clusters() {
+        check_properties(&kafka(&[
+            ("security.protocol", "SASL_SSL"),
+            ("sasl.mechanism", "SCRAM-SHA-512"),
+            ("sasl.username", "onecount"),
+            ("sasl.password", "secret"),
+            ("ssl.endpoint.identification.algorithm", "https"),
+        ]))
+        .expect("rdkafka is built with ssl-vendored");
+        check_properties(&kafka(&[("compression.type", "snappy")])).unwrap();
+    }
+
+    #[test]
     fn a_misspelt_property_is_named() {
         let err = check_properties(&kafka(&[("linger.msec", "5")])).unwrap_err();
         assert_eq!(err.property, "linger.msec");
