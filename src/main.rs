@@ -2,7 +2,9 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Instant;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -11,8 +13,10 @@ use onecount::config::Config;
 use onecount::generate::{
     generate_to_dir, GenerateOptions, DEFAULT_SPAN_HOURS, DEFAULT_START_TIME,
 };
+use onecount::http::HttpServer;
 use onecount::kafka;
 use onecount::kafka::publish::{generate_to_kafka, PublishOptions};
+use onecount::metrics::Metrics;
 use onecount::replay::{replay, ReplayInputs};
 use onecount::report;
 
@@ -45,6 +49,8 @@ enum Command {
         /// Keep the generated inputs and the outputs here (default: a temporary directory).
         #[arg(long)]
         dir: Option<PathBuf>,
+        #[command(flatten)]
+        serve: ServeMetrics,
     },
     /// Write browser.jsonl, server.jsonl, orders.jsonl and truth.json (the exact expected counts),
     /// or with --kafka publish the same traffic to the configured input topics.
@@ -94,6 +100,8 @@ enum Command {
         /// The onecount.toml to read engine settings and order field names from.
         #[arg(long)]
         config: Option<PathBuf>,
+        #[command(flatten)]
+        serve: ServeMetrics,
     },
     /// Validate a config file with the ONECOUNT_* environment variables over it, and the Kafka
     /// properties against librdkafka; exits non-zero naming the bad field. Prints the effective
@@ -101,7 +109,70 @@ enum Command {
     CheckConfig { file: PathBuf },
 }
 
-fn demo(actions: u64, seed: u64, dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+/// Serving `/metrics` while a file run goes on (and after, for a scrape to catch the end).
+#[derive(clap::Args)]
+struct ServeMetrics {
+    /// Serve /metrics, /healthz and /readyz on this address while running (e.g. 127.0.0.1:9464).
+    #[arg(long)]
+    metrics_listen: Option<String>,
+    /// Keep serving this long after the run ends (e.g. "30s"), so a scraper sees the totals.
+    #[arg(long, value_parser = humantime::parse_duration, requires = "metrics_listen")]
+    linger: Option<Duration>,
+}
+
+/// The metrics of one file run, and the endpoint serving them.
+struct Served {
+    metrics: Metrics,
+    server: HttpServer,
+    linger: Option<Duration>,
+}
+
+impl ServeMetrics {
+    fn start(&self, config: &Config) -> anyhow::Result<Option<Served>> {
+        let Some(listen) = &self.metrics_listen else {
+            return Ok(None);
+        };
+        let configured: Vec<String> = config
+            .orders
+            .shops
+            .values()
+            .chain(config.orders.default_pixel.iter())
+            .cloned()
+            .collect();
+        let metrics = Metrics::new(100, &configured);
+        let ready = Arc::new(AtomicBool::new(true));
+        metrics.ready.set(1);
+        let server = HttpServer::start(listen, metrics.registry().clone(), ready)
+            .with_context(|| format!("cannot serve metrics on {listen}"))?;
+        eprintln!("serving /metrics on http://{}", server.addr());
+        Ok(Some(Served {
+            metrics,
+            server,
+            linger: self.linger,
+        }))
+    }
+}
+
+impl Served {
+    fn finish(self) {
+        if let Some(linger) = self.linger {
+            eprintln!(
+                "run finished; serving /metrics on http://{} for {}",
+                self.server.addr(),
+                humantime::format_duration(linger)
+            );
+            std::thread::sleep(linger);
+        }
+        drop(self.server);
+    }
+}
+
+fn demo(
+    actions: u64,
+    seed: u64,
+    dir: Option<PathBuf>,
+    serve: ServeMetrics,
+) -> anyhow::Result<ExitCode> {
     let temp;
     let dir = match dir {
         Some(d) => d,
@@ -131,14 +202,21 @@ fn demo(actions: u64, seed: u64, dir: Option<PathBuf>) -> anyhow::Result<ExitCod
         orders: inputs_dir.join("orders.jsonl"),
     };
     let started = Instant::now();
-    let stats = replay(&Config::default(), &inputs, &out_dir, None).context("replay failed")?;
+    let mut served = serve.start(&Config::default())?;
+    let stats = replay(
+        &Config::default(),
+        &inputs,
+        &out_dir,
+        served.as_mut().map(|s| &mut s.metrics),
+    )
+    .context("replay failed")?;
     let seconds = started.elapsed().as_secs_f64();
     println!("replayed into {}\n", out_dir.display());
     print!("{}", report::summary(&stats, seconds));
     let differences = report::differences(&truth, &stats);
-    if differences.is_empty() {
+    let code = if differences.is_empty() {
         println!("\nground truth: every count matches truth.json");
-        Ok(ExitCode::SUCCESS)
+        ExitCode::SUCCESS
     } else {
         println!(
             "\nground truth: {} counts differ from truth.json:",
@@ -147,8 +225,12 @@ fn demo(actions: u64, seed: u64, dir: Option<PathBuf>) -> anyhow::Result<ExitCod
         for d in &differences {
             println!("  {d}");
         }
-        Ok(ExitCode::from(1))
+        ExitCode::from(1)
+    };
+    if let Some(served) = served {
+        served.finish();
     }
+    Ok(code)
 }
 
 /// A temporary directory removed on drop (the demo's default home).
@@ -276,7 +358,12 @@ fn main() -> ExitCode {
 fn run() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Demo { actions, seed, dir } => demo(actions, seed, dir),
+        Command::Demo {
+            actions,
+            seed,
+            dir,
+            serve,
+        } => demo(actions, seed, dir, serve),
         Command::Generate {
             actions,
             seed,
@@ -307,15 +394,23 @@ fn run() -> anyhow::Result<ExitCode> {
             orders,
             out,
             config,
+            serve,
         } => {
             let config = load_config(config.as_ref())?;
+            let mut served = serve.start(&config)?;
             let started = Instant::now();
             let inputs = ReplayInputs {
                 browser,
                 server,
                 orders,
             };
-            let stats = replay(&config, &inputs, &out, None).context("replay failed")?;
+            let stats = replay(
+                &config,
+                &inputs,
+                &out,
+                served.as_mut().map(|s| &mut s.metrics),
+            )
+            .context("replay failed")?;
             let secs = started.elapsed().as_secs_f64();
             println!(
                 "replayed {} input records in {:.2}s ({:.0}/s): {} conversions, {} merged, {} duplicates, {} consent dropped, {} dead letters, {} late",
@@ -330,6 +425,9 @@ fn run() -> anyhow::Result<ExitCode> {
                 stats.late
             );
             println!("outputs in {}", out.display());
+            if let Some(served) = served {
+                served.finish();
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::CheckConfig { file } => check_config(&file),

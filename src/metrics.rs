@@ -346,7 +346,6 @@ impl Metrics {
                     .with_label_values(&[input.as_str(), reason.as_str()]);
             }
         }
-        let mut m = m;
         for p in configured_pixels {
             m.create_pixel_series(p);
         }
