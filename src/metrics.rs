@@ -145,29 +145,32 @@ pub struct Metrics {
     exported: Stats,
 }
 
-fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+/// Registers a collector built from constant, valid options (so failure is a programming
+/// error) and returns the handle the code updates.
+fn register<C: prometheus::core::Collector + Clone + 'static>(
+    registry: &Registry,
+    built: prometheus::Result<C>,
+) -> C {
+    let collector = built.expect("metric options are constants");
     registry
-        .register(Box::new(c.clone()))
-        .expect("registered once");
-    c
+        .register(Box::new(collector.clone()))
+        .expect("each family is registered once");
+    collector
+}
+
+fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    register(registry, IntCounterVec::new(Opts::new(name, help), labels))
 }
 
 fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
-    let g = GaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
-    registry
-        .register(Box::new(g.clone()))
-        .expect("registered once");
-    g
+    register(registry, GaugeVec::new(Opts::new(name, help), labels))
 }
 
 fn histogram(registry: &Registry, name: &str, help: &str, buckets: &[f64]) -> Histogram {
-    let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets.to_vec()))
-        .expect("valid metric");
-    registry
-        .register(Box::new(h.clone()))
-        .expect("registered once");
-    h
+    register(
+        registry,
+        Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets.to_vec())),
+    )
 }
 
 impl Metrics {
@@ -175,67 +178,67 @@ impl Metrics {
     /// label whatever the cap.
     pub fn new(max_pixels: usize, configured_pixels: &[String]) -> Metrics {
         let r = Registry::new();
-        let state_bytes = IntGauge::new(
-            "onecount_state_bytes",
-            "Estimated heap bytes of the engine's state.",
-        )
-        .expect("valid metric");
-        r.register(Box::new(state_bytes.clone()))
-            .expect("registered once");
-        let ready = IntGauge::new(
-            "onecount_ready",
-            "1 when partitions are assigned, state is restored and the broker is reachable.",
-        )
-        .expect("valid metric");
-        r.register(Box::new(ready.clone()))
-            .expect("registered once");
-        let restores = IntCounter::new(
-            "onecount_restores_total",
-            "State restorations from the changelog.",
-        )
-        .expect("valid metric");
-        r.register(Box::new(restores.clone()))
-            .expect("registered once");
-        let restored_records = IntCounter::new(
-            "onecount_restored_records_total",
-            "Changelog records read by restorations.",
-        )
-        .expect("valid metric");
-        r.register(Box::new(restored_records.clone()))
-            .expect("registered once");
-        let build_info = IntGaugeVec::new(
-            Opts::new(
-                "onecount_build_info",
-                "Always 1; the version label is the crate version.",
+        let state_bytes = register(
+            &r,
+            IntGauge::new(
+                "onecount_state_bytes",
+                "Estimated heap bytes of the engine's state.",
             ),
-            &["version"],
-        )
-        .expect("valid metric");
-        r.register(Box::new(build_info.clone()))
-            .expect("registered once");
+        );
+        let ready = register(
+            &r,
+            IntGauge::new(
+                "onecount_ready",
+                "1 when partitions are assigned, state is restored and the broker is reachable.",
+            ),
+        );
+        let restores = register(
+            &r,
+            IntCounter::new(
+                "onecount_restores_total",
+                "State restorations from the changelog.",
+            ),
+        );
+        let restored_records = register(
+            &r,
+            IntCounter::new(
+                "onecount_restored_records_total",
+                "Changelog records read by restorations.",
+            ),
+        );
+        let build_info = register(
+            &r,
+            IntGaugeVec::new(
+                Opts::new(
+                    "onecount_build_info",
+                    "Always 1; the version label is the crate version.",
+                ),
+                &["version"],
+            ),
+        );
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
-        let state_keys = IntGaugeVec::new(
-            Opts::new(
-                "onecount_state_keys",
-                "Live entries in the engine's state, by kind.",
+        let state_keys = register(
+            &r,
+            IntGaugeVec::new(
+                Opts::new(
+                    "onecount_state_keys",
+                    "Live entries in the engine's state, by kind.",
+                ),
+                &["kind"],
             ),
-            &["kind"],
-        )
-        .expect("valid metric");
-        r.register(Box::new(state_keys.clone()))
-            .expect("registered once");
-        let consumer_lag = IntGaugeVec::new(
-            Opts::new(
-                "onecount_consumer_lag_records",
-                "Records between this instance's consumer positions and the high watermarks.",
+        );
+        let consumer_lag = register(
+            &r,
+            IntGaugeVec::new(
+                Opts::new(
+                    "onecount_consumer_lag_records",
+                    "Records between this instance's consumer positions and the high watermarks.",
+                ),
+                &["topic"],
             ),
-            &["topic"],
-        )
-        .expect("valid metric");
-        r.register(Box::new(consumer_lag.clone()))
-            .expect("registered once");
+        );
 
         let m = Metrics {
             input_records: counter(
@@ -360,9 +363,13 @@ impl Metrics {
     /// The counters of a pixel label exist at 0 from its first use, so `increase()` sees its
     /// first increment.
     fn create_pixel_series(&self, pixel: &str) {
-        for input in ["browser", "server"] {
-            self.events_received.with_label_values(&[pixel, input]);
-            self.consent_dropped.with_label_values(&[pixel, input]);
+        // `unattributed` names orders no pixel claims: it never receives events, and a series
+        // stuck at 0 would keep "No events detected" firing for it.
+        if pixel != UNATTRIBUTED {
+            for input in ["browser", "server"] {
+                self.events_received.with_label_values(&[pixel, input]);
+                self.consent_dropped.with_label_values(&[pixel, input]);
+            }
         }
         for reason in DuplicateReason::ALL {
             self.duplicates.with_label_values(&[pixel, reason.as_str()]);
