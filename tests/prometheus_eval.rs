@@ -79,9 +79,10 @@ enum InDemo {
 /// - NaN (quantiles of empty histograms): "Processing latency" p50/p99, "Restore duration".
 /// - nothing (the allow-list): `topic:onecount_consumer_lag_records:sum`,
 ///   OnecountConsumerLagGrowing, "Consumer lag".
+///
 /// Whole alert expressions true at the end of a demo (informational, `for:` never elapses):
-/// OnecountRevenueDrift (pixel/currency pairs with backend revenue but no tracked purchase, such
-/// as pixel `unattributed`, sit at -1) and OnecountConsentViolation (injected by the generator).
+/// OnecountRevenueDrift (pixel/currency pairs with backend revenue but no tracked purchase sit at
+/// -1) and OnecountConsentViolation (injected by the generator).
 const IN_A_DEMO: &[(&str, InDemo)] = &[
     ("onecount_input_records_total", InDemo::Moves),
     ("onecount_events_received_total", InDemo::Moves),
@@ -423,8 +424,7 @@ struct Split<'a> {
 fn split_last<'a>(e: &'a str, class: &[&str]) -> Option<Split<'a>> {
     let (start, end, op) = top_level_ops(e)
         .into_iter()
-        .filter(|(_, _, op)| class.contains(&op.as_str()))
-        .last()?;
+        .rfind(|(_, _, op)| class.contains(&op.as_str()))?;
     let mut rest = &e[end..];
     let mut bool_modifier = false;
     loop {
@@ -1619,7 +1619,7 @@ fn prometheus_evaluates_every_rule_and_dashboard_expression_on_a_running_onecoun
             .as_array()
             .unwrap()
             .iter()
-            .any(|p| p == &pixel.as_str()),
+            .any(|p| p == pixel.as_str()),
         "the $pixel variable's values {pixels} lack {pixel}"
     );
 

@@ -85,10 +85,6 @@ impl Action {
         }
     }
 
-    pub fn copies(&self) -> u64 {
-        u64::from(self.browser.is_some()) + u64::from(self.server.is_some())
-    }
-
     /// The first copy (smaller event time; ties: browser, then input position) and the other.
     pub fn ordered(&self) -> (&Event, Option<&Event>) {
         match (&self.browser, &self.server) {
