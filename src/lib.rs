@@ -3,6 +3,7 @@
 //! A pure, deterministic core (`parse`, `engine`) wrapped by thin runtimes (`replay` over files).
 //! `kafka` holds the Kafka pieces: client configs, topic creation, publishing.
 //! `generate` makes traffic with its own ground truth. See `docs/RULES.md` for the rules.
+pub mod audit;
 pub mod config;
 pub mod currency;
 pub mod engine;

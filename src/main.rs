@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+use onecount::audit;
 use onecount::config::Config;
 use onecount::generate::{
     generate_to_dir, GenerateOptions, DEFAULT_SPAN_HOURS, DEFAULT_START_TIME,
@@ -107,6 +108,29 @@ enum Command {
     /// properties against librdkafka; exits non-zero naming the bad field. Prints the effective
     /// settings, secrets redacted.
     CheckConfig { file: PathBuf },
+    /// Audit a replay output directory: the QA checklist before scaling spend (one conversion
+    /// per action, value/currency and parameter parity, consent, order ids, revenue vs orders,
+    /// dead letters), each check PASS, WARN or FAIL with its numbers. Exits 1 when a check
+    /// fails, 2 when the input cannot be read.
+    Audit {
+        /// The replay output directory (conversions.jsonl, discrepancies.jsonl,
+        /// dead_letters.jsonl, revenue_windows.jsonl, stats.json).
+        #[arg(long)]
+        dir: PathBuf,
+        /// text (default), json (machine-readable, stable keys) or html (one self-contained
+        /// page with charts).
+        #[arg(long, default_value = "text", value_parser = clap::builder::TypedValueParser::map(
+            clap::builder::PossibleValuesParser::new(audit::Format::NAMES),
+            |s| s.parse::<audit::Format>().expect("one of the possible values"),
+        ))]
+        format: audit::Format,
+        /// Write the report here instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// The onecount.toml the run used: its engine.ttl and engine.purchase_events.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
 }
 
 /// Serving `/metrics` while a file run goes on (and after, for a scrape to catch the end).
@@ -431,5 +455,23 @@ fn run() -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::CheckConfig { file } => check_config(&file),
+        Command::Audit {
+            dir,
+            format,
+            out,
+            config,
+        } => {
+            let options = audit::AuditOptions::from_engine(&load_config(config.as_ref())?.engine);
+            let report = audit::audit_dir(&dir, &options)?;
+            audit::write(&report, format, out.as_deref())?;
+            if let Some(out) = &out {
+                println!(
+                    "{}; report written to {}",
+                    report.result_line(),
+                    out.display()
+                );
+            }
+            Ok(ExitCode::from(u8::from(report.failed())))
+        }
     }
 }
