@@ -148,7 +148,7 @@ impl<'de: 'a, 'a, T: serde::Deserialize<'de>> json::Fields<'de> for RawBody<'a, 
 }
 
 /// A body read in one pass, its events typed.
-type TypedBody<'a> = RawBody<'a, Obj<RawEvent<'a>>>;
+pub(crate) type TypedBody<'a> = RawBody<'a, Obj<RawEvent<'a>>>;
 /// A body read with its events as raw JSON text, each parsed on its own afterwards.
 type LazyBody<'a> = RawBody<'a, &'a RawValue>;
 
