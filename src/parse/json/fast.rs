@@ -22,6 +22,8 @@ use std::fmt;
 
 use serde::de::{self, DeserializeSeed, Visitor};
 
+use crate::scan::special;
+
 /// The fast path gave up; read the record with serde_json.
 #[derive(Debug)]
 pub(crate) struct Bail;
@@ -435,45 +437,6 @@ impl<'de> Reader<'de> {
             Str::Scratch => visitor.visit_str(&self.scratch),
         }
     }
-}
-
-/// The index of the first `"`, `\` or control character (below 0x20) at or after `from`, or
-/// `bytes.len()` if there is none: the bytes a JSON string scan stops at.
-#[inline]
-fn special(bytes: &[u8], from: usize) -> usize {
-    let mut i = from;
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::{
-            __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_max_epu8, _mm_movemask_epi8,
-            _mm_or_si128, _mm_set1_epi8,
-        };
-        // SSE2 is part of every x86_64 target.
-        while i + 16 <= bytes.len() {
-            // SAFETY: the 16 bytes at `i` are inside `bytes` (checked just above); the load
-            // is unaligned.
-            let mask = unsafe {
-                let chunk = _mm_loadu_si128(bytes.as_ptr().add(i).cast::<__m128i>());
-                let quote = _mm_cmpeq_epi8(chunk, _mm_set1_epi8(b'"' as i8));
-                let backslash = _mm_cmpeq_epi8(chunk, _mm_set1_epi8(b'\\' as i8));
-                // max(b, 0x1f) == 0x1f exactly when b <= 0x1f (unsigned).
-                let low = _mm_set1_epi8(0x1f);
-                let control = _mm_cmpeq_epi8(_mm_max_epu8(chunk, low), low);
-                _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(quote, backslash), control))
-            };
-            if mask != 0 {
-                return i + mask.trailing_zeros() as usize;
-            }
-            i += 16;
-        }
-    }
-    while let Some(&b) = bytes.get(i) {
-        if b == b'"' || b == b'\\' || b < 0x20 {
-            return i;
-        }
-        i += 1;
-    }
-    i
 }
 
 macro_rules! bail_on {
