@@ -54,11 +54,30 @@ struct Writer<'o> {
 }
 
 /// Appends `s` as a JSON string.
+///
+/// Most strings need no escape: `s` is copied as it is and the copy checked where it lies,
+/// at the end of `out`, so even a short one is one 16-byte block (`special` reads the block
+/// ending at the end of `out`, bytes before the copy included, and drops those). If the copy
+/// holds a byte to escape, it is taken back and written escaped.
 #[inline]
 fn write_str(out: &mut Vec<u8>, s: &str) {
     let bytes = s.as_bytes();
     out.reserve(bytes.len() + 2);
     out.push(b'"');
+    let copy = out.len();
+    out.extend_from_slice(bytes);
+    if crate::scan::special(out, copy) == out.len() {
+        out.push(b'"');
+        return;
+    }
+    out.truncate(copy);
+    write_escaped(out, bytes);
+    out.push(b'"');
+}
+
+/// The contents of a string that holds a byte to escape.
+#[cold]
+fn write_escaped(out: &mut Vec<u8>, bytes: &[u8]) {
     let mut start = 0;
     loop {
         let i = crate::scan::special(bytes, start);
@@ -67,7 +86,6 @@ fn write_str(out: &mut Vec<u8>, s: &str) {
         escape(out, b);
         start = i + 1;
     }
-    out.push(b'"');
 }
 
 #[cold]
