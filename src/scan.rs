@@ -3,13 +3,34 @@
 //! Owns: finding the bytes a JSON string cannot hold as they are. Must not: know anything
 //! else about JSON.
 
-/// The index of the first `"`, `\\` or control character (below 0x20) at or after `from`, or
+/// The index of the first `"`, `\` or control character (below 0x20) at or after `from`, or
 /// `bytes.len()` if there is none: where a JSON string scan stops, reading or writing.
 ///
 /// Most strings are short, so the last partial block is read as a whole block ending at the
 /// end of `bytes` (overlapping bytes already seen), with the bits before `from` dropped.
-#[inline]
+#[inline(always)]
 pub(crate) fn special(bytes: &[u8], from: usize) -> usize {
+    let len = bytes.len();
+    // The common case, inlined: one block (starting at `from`, or the last block of `bytes`
+    // when fewer than 16 bytes remain) settles it.
+    #[cfg(target_arch = "x86_64")]
+    if len >= 16 && from < len {
+        let base = from.min(len - 16);
+        let mask = sse2::mask16(bytes, base) >> (from - base);
+        if mask != 0 {
+            return from + mask.trailing_zeros() as usize;
+        }
+        if base + 16 == len {
+            return len;
+        }
+        return special_rest(bytes, base + 16);
+    }
+    special_rest(bytes, from)
+}
+
+/// [`special`] past its first block.
+#[inline(never)]
+fn special_rest(bytes: &[u8], from: usize) -> usize {
     let len = bytes.len();
     if from >= len {
         return len;
