@@ -100,15 +100,18 @@ fn main() {
     let readers =
         files.map(|f| BufReader::with_capacity(1 << 16, File::open(dir.join(f)).unwrap()));
     let mut sink = std::io::sink();
+    let mut buf = Vec::new();
     let started = Instant::now();
     let stats = run(&config, readers, |out, _| {
+        // As replay writes them (src/jsonl.rs), into a sink.
+        buf.clear();
         for c in &out.conversions {
-            serde_json::to_writer(&mut sink, c).unwrap();
-            sink.write_all(b"\n").unwrap();
+            onecount::jsonl::append_line(&mut buf, c).unwrap();
         }
         for d in &out.discrepancies {
-            serde_json::to_writer(&mut sink, d).unwrap();
+            onecount::jsonl::append_line(&mut buf, d).unwrap();
         }
+        sink.write_all(&buf).unwrap();
         out.clear();
         Ok(())
     })

@@ -14,6 +14,7 @@ use serde::Serialize;
 use crate::config::Config;
 use crate::engine::stats::Stats;
 use crate::engine::{Engine, Outputs};
+use crate::jsonl;
 use crate::metrics::Metrics;
 use crate::model::{DeadLetter, DeadLetterReason, Input, Position, FORMAT_VERSION};
 use crate::parse::{Parsed, Parser};
@@ -119,6 +120,8 @@ fn memchr(haystack: &[u8]) -> Option<usize> {
 /// Writes the four output files, one JSON record per line.
 pub struct OutputFiles {
     dir: PathBuf,
+    /// Lines serialized before they go to a file, reused.
+    buf: Vec<u8>,
     conversions: BufWriter<File>,
     discrepancies: BufWriter<File>,
     dead_letters: BufWriter<File>,
@@ -142,6 +145,7 @@ impl OutputFiles {
         })?;
         Ok(OutputFiles {
             dir: dir.to_path_buf(),
+            buf: Vec::new(),
             conversions: open("conversions.jsonl")?,
             discrepancies: open("discrepancies.jsonl")?,
             dead_letters: open("dead_letters.jsonl")?,
@@ -151,27 +155,31 @@ impl OutputFiles {
 
     /// Writes and clears `out`.
     pub fn write(&mut self, out: &mut Outputs) -> Result<(), ReplayError> {
-        let dir = &self.dir;
+        let (dir, buf) = (&self.dir, &mut self.buf);
         write_all(
             &mut self.conversions,
+            buf,
             &out.conversions,
             dir,
             "conversions.jsonl",
         )?;
         write_all(
             &mut self.discrepancies,
+            buf,
             &out.discrepancies,
             dir,
             "discrepancies.jsonl",
         )?;
         write_all(
             &mut self.dead_letters,
+            buf,
             &out.dead_letters,
             dir,
             "dead_letters.jsonl",
         )?;
         write_all(
             &mut self.revenue_windows,
+            buf,
             &out.revenue_windows,
             dir,
             "revenue_windows.jsonl",
@@ -200,22 +208,33 @@ impl OutputFiles {
     }
 }
 
+/// Writes `records` as JSON lines (the bytes of `serde_json::to_writer`, see `jsonl`), through
+/// `buf` in runs of about a megabyte.
 fn write_all<T: Serialize>(
     w: &mut BufWriter<File>,
+    buf: &mut Vec<u8>,
     records: &[T],
     dir: &Path,
     name: &str,
 ) -> Result<(), ReplayError> {
+    const RUN_BYTES: usize = 1 << 20;
+    let err = |source| ReplayError::Write {
+        path: dir.join(name).display().to_string(),
+        source,
+    };
+    buf.clear();
     for r in records {
-        serde_json::to_writer(&mut *w, r)
-            .map_err(io::Error::from)
-            .and_then(|()| w.write_all(b"\n"))
-            .map_err(|source| ReplayError::Write {
-                path: dir.join(name).display().to_string(),
-                source,
-            })?;
+        if let Err(e) = jsonl::append_line(buf, r) {
+            // What serde_json wrote of the failing record goes out first, as it did before.
+            w.write_all(buf).map_err(err)?;
+            return Err(err(e.into()));
+        }
+        if buf.len() >= RUN_BYTES {
+            w.write_all(buf).map_err(err)?;
+            buf.clear();
+        }
     }
-    Ok(())
+    w.write_all(buf).map_err(err)
 }
 
 fn open_input(input: Input, path: &Path) -> Result<Box<dyn BufRead>, ReplayError> {

@@ -63,6 +63,29 @@ pub(crate) fn money_from_text(text: &str) -> Result<Money, AmountError> {
 
 /// An amount sent as a JSON float.
 pub(crate) fn money_from_f64(f: f64) -> Result<Money, AmountError> {
+    match exact_micros(f) {
+        Some(micros) => checked(i128::from(micros)),
+        None => money_from_f64_text(f),
+    }
+}
+
+/// `f` in micros without formatting it, when that is sure to be what its shortest text gives:
+/// `f` is below 2^32 (where doubles are closer than 1e-6) and a decimal of at most six places,
+/// `m / 10^6`, reads back as `f`. Then the shortest text of `f` is that decimal: it is no
+/// longer, so it has no more places, and two decimals of six places 1e-6 apart cannot both
+/// read back as one double there. `m / 1e6` is one correctly rounded division of exact
+/// numbers, which is how the decimal reads back. `None` leaves `f` to the text path.
+fn exact_micros(f: f64) -> Option<i64> {
+    const BELOW: f64 = 4_294_967_296.0;
+    if !(0.0..BELOW).contains(&f) {
+        return None;
+    }
+    let m = (f * 1e6).round();
+    (m / 1e6 == f).then_some(m as i64)
+}
+
+/// [`money_from_f64`] through the shortest round-trip text of `f`.
+fn money_from_f64_text(f: f64) -> Result<Money, AmountError> {
     let text = FloatText::new(f).ok_or(AmountError::NotANumber)?;
     from_decimal(decimal::scaled(text.as_str(), 6, Round::HalfAwayFromZero))
 }
@@ -151,6 +174,65 @@ mod tests {
 
     fn m(v: Scalar<'static>) -> Result<Option<Money>, AmountError> {
         money(&Some(v))
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(20_000))]
+
+        #[test]
+        fn floats_read_without_text_give_what_their_text_gives(
+            cents in 0u64..10_000_000_000,
+            micros in 0u64..5_000_000_000_000_000,
+            bits in proptest::prelude::any::<u64>(),
+            scale in 0u32..9,
+        ) {
+            let around = |f: f64| [f, f64::from_bits(f.to_bits() + 1), f64::from_bits(f.to_bits().saturating_sub(1))];
+            let mut floats = vec![f64::from_bits(bits), f64::from_bits(bits >> 12), f64::from_bits(bits >> 2)];
+            floats.extend(around(cents as f64 / 100.0));
+            floats.extend(around(micros as f64 / 1e6));
+            floats.extend(around(micros as f64 / 10f64.powi(scale as i32)));
+            floats.extend(around((micros % 10_000_000) as f64 * 0.1));
+            for f in floats {
+                proptest::prop_assert_eq!(money_from_f64(f), money_from_f64_text(f), "{:?}", f);
+            }
+        }
+    }
+
+    #[test]
+    fn floats_at_the_edges_of_the_shortcut_give_what_their_text_gives() {
+        for f in [
+            0.0,
+            -0.0,
+            1e-7,
+            5e-7,
+            4.9999999e-7,
+            0.0000015,
+            2.5e-6,
+            4_294_967_295.999999,
+            4_294_967_296.0,
+            4_294_967_295.5,
+            1e12,
+            1e12 + 0.5,
+            149.9,
+            0.1 + 0.2,
+            9.99,
+            1.0000005,
+            0.1234565,
+            123456.7890125,
+            f64::MIN_POSITIVE,
+            5e-324,
+            -1e-9,
+            -0.5,
+            f64::MAX,
+            f64::INFINITY,
+            f64::NAN,
+        ] {
+            assert_eq!(money_from_f64(f), money_from_f64_text(f), "{f:?}");
+        }
+        // Prices in cents and whole micros take the shortcut; more places do not.
+        assert_eq!(exact_micros(74.95), Some(74_950_000));
+        assert_eq!(exact_micros(0.000001), Some(1));
+        assert_eq!(exact_micros(0.1234565), None);
     }
 
     #[test]

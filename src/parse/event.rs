@@ -148,7 +148,7 @@ impl<'de: 'a, 'a, T: serde::Deserialize<'de>> json::Fields<'de> for RawBody<'a, 
 }
 
 /// A body read in one pass, its events typed.
-type TypedBody<'a> = RawBody<'a, Obj<RawEvent<'a>>>;
+pub(crate) type TypedBody<'a> = RawBody<'a, Obj<RawEvent<'a>>>;
 /// A body read with its events as raw JSON text, each parsed on its own afterwards.
 type LazyBody<'a> = RawBody<'a, &'a RawValue>;
 
@@ -363,6 +363,15 @@ fn first_text<'r>(
     Ok(found)
 }
 
+/// `s.to_uppercase()`, without its per-character path when `s` is ASCII (same result).
+pub(crate) fn upper(s: &str) -> String {
+    if s.is_ascii() {
+        s.to_ascii_uppercase()
+    } else {
+        s.to_uppercase()
+    }
+}
+
 fn owned(t: Option<&str>) -> Option<String> {
     t.map(str::to_owned)
 }
@@ -502,7 +511,7 @@ fn build_properties(p: &RawProperties<'_>) -> Result<Properties, EventError> {
         field: "properties.value",
         source,
     })?;
-    let currency = text(&p.currency, "properties.currency")?.map(|c| c.trim().to_uppercase());
+    let currency = text(&p.currency, "properties.currency")?.map(|c| upper(c.trim()));
     let contents = match &p.contents {
         None => None,
         Some(List::NotArray) => {
@@ -589,6 +598,13 @@ mod tests {
 
     fn props_with(field: &str, json: &str) -> String {
         browser_with(r#""properties""#, &format!(r#"{{"{field}":{json}}}"#))
+    }
+
+    #[test]
+    fn upper_is_to_uppercase() {
+        for s in ["usd", " eUr", "", "ß", "ǆ", "µsd", "i\u{307}", "ﬃ"] {
+            assert_eq!(super::upper(s), s.to_uppercase(), "{s}");
+        }
     }
 
     #[test]

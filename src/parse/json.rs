@@ -25,6 +25,8 @@ use serde_json::value::RawValue;
 
 use crate::model::DeadLetterReason;
 
+mod fast;
+
 /// A JSON value read without judging its type. Arrays and objects are skipped and only marked.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Scalar<'a> {
@@ -343,7 +345,22 @@ impl<'de, T: Fields<'de>> Visitor<'de> for InPlace<'_, T> {
 
 /// Reads a whole record that should be an object of `T` into `slot` (no copy of `T` on the
 /// way out). `null` leaves `None`; any other non-object gives [`Obj::NotObject`].
+///
+/// The [`fast`] reader goes first; when it gives up, serde_json reads the record from the
+/// start, so every result, error messages included, is serde_json's.
 pub(crate) fn read_record<'de, T: Fields<'de>>(
+    text: &'de str,
+    slot: &mut Option<Obj<T>>,
+) -> Result<(), serde_json::Error> {
+    if fast::read(text, InPlace(slot)).is_ok() {
+        return Ok(());
+    }
+    *slot = None;
+    read_record_serde(text, slot)
+}
+
+/// [`read_record`] with serde_json only.
+pub(crate) fn read_record_serde<'de, T: Fields<'de>>(
     text: &'de str,
     slot: &mut Option<Obj<T>>,
 ) -> Result<(), serde_json::Error> {

@@ -398,7 +398,7 @@ impl Reader<'_> {
         let lenient = op == OrderOp::Delete;
         let keep = |r| best_effort(lenient, r);
         let currency =
-            keep(self.text(row, row.currency, &f.currency))?.map(|c| c.trim().to_uppercase());
+            keep(self.text(row, row.currency, &f.currency))?.map(|c| super::event::upper(c.trim()));
         let status = keep(self.text(row, row.status, &f.status))?.map(|s| s.trim().to_lowercase());
         let shop = keep(
             scalar(row.shop)
