@@ -30,6 +30,8 @@
 //! loads a copy of rules.yml whose only change is `interval: 1s` (checked line by line), so a
 //! few evaluation cycles take seconds, not minutes. The expressions are the repository's.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io::{Read, Write};
@@ -38,6 +40,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use common::promql::metric_names;
 use serde_json::Value;
 
 fn root() -> PathBuf {
@@ -649,101 +652,6 @@ fn underlying(expr: &str) -> Vec<Part> {
 
 fn normalise(e: &str) -> String {
     e.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
-// Metric names an expression reads (from tests/ops_artifacts.rs).
-
-const PROMQL_KEYWORDS: [&str; 6] = ["and", "or", "unless", "offset", "bool", "atan2"];
-const LABEL_LIST_KEYWORDS: [&str; 6] = [
-    "by",
-    "without",
-    "on",
-    "ignoring",
-    "group_left",
-    "group_right",
-];
-
-fn metric_names(expr: &str) -> BTreeSet<String> {
-    let chars: Vec<char> = expr.chars().collect();
-    let mut names = BTreeSet::new();
-    let mut i = 0;
-    let mut skip_label_list = false;
-    while i < chars.len() {
-        let c = chars[i];
-        match c {
-            '"' | '\'' | '`' => {
-                i += 1;
-                while i < chars.len() && chars[i] != c {
-                    if chars[i] == '\\' {
-                        i += 1;
-                    }
-                    i += 1;
-                }
-                i += 1;
-            }
-            '{' | '[' => {
-                let close = if c == '{' { '}' } else { ']' };
-                while i < chars.len() && chars[i] != close {
-                    if chars[i] == '"' {
-                        i += 1;
-                        while i < chars.len() && chars[i] != '"' {
-                            if chars[i] == '\\' {
-                                i += 1;
-                            }
-                            i += 1;
-                        }
-                    }
-                    i += 1;
-                }
-                i += 1;
-            }
-            '(' if skip_label_list => {
-                while i < chars.len() && chars[i] != ')' {
-                    i += 1;
-                }
-                i += 1;
-                skip_label_list = false;
-            }
-            '$' => {
-                i += 1;
-                while i < chars.len() && (chars[i].is_alphanumeric() || chars[i] == '_') {
-                    i += 1;
-                }
-            }
-            c if c.is_ascii_digit()
-                || (c == '.' && chars.get(i + 1).is_some_and(char::is_ascii_digit)) =>
-            {
-                while i < chars.len() && (chars[i].is_ascii_alphanumeric() || chars[i] == '.') {
-                    i += 1;
-                }
-            }
-            c if c.is_ascii_alphabetic() || c == '_' || c == ':' => {
-                let start = i;
-                while i < chars.len()
-                    && (chars[i].is_ascii_alphanumeric() || chars[i] == '_' || chars[i] == ':')
-                {
-                    i += 1;
-                }
-                let word: String = chars[start..i].iter().collect();
-                let mut j = i;
-                while j < chars.len() && chars[j].is_whitespace() {
-                    j += 1;
-                }
-                let next: String = chars[j..]
-                    .iter()
-                    .take_while(|c| c.is_ascii_alphanumeric() || **c == '_')
-                    .collect();
-                let called = chars.get(j) == Some(&'(') || next == "by" || next == "without";
-                if LABEL_LIST_KEYWORDS.contains(&word.as_str()) {
-                    skip_label_list = true;
-                } else if !called && !PROMQL_KEYWORDS.contains(&word.as_str()) {
-                    names.insert(word);
-                }
-            }
-            _ => i += 1,
-        }
-    }
-    names
 }
 
 #[test]
