@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::promql::metric_names;
+use common::promql::{indent, metric_names, parse_rules, Rule};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -247,91 +247,6 @@ fn metrics_contract_follows_prometheus_naming_and_bounded_labels() {
 
 // ------------------------------------------------------------------------------------------
 // prometheus/rules.yml, read as the plain YAML it is written in (no YAML crate here).
-
-#[derive(Debug, Default)]
-struct Rule {
-    /// Recording rule name, or alert name.
-    name: String,
-    alert: bool,
-    expr: String,
-    labels: BTreeMap<String, String>,
-    annotations: BTreeMap<String, String>,
-}
-
-fn indent(line: &str) -> usize {
-    line.len() - line.trim_start().len()
-}
-
-fn unquote(v: &str) -> String {
-    let v = v.trim();
-    v.strip_prefix('"')
-        .and_then(|v| v.strip_suffix('"'))
-        .unwrap_or(v)
-        .to_string()
-}
-
-/// The rules of a rule file: `- record:`/`- alert:` items with `expr` (inline or a `|` block),
-/// and `labels`/`annotations` maps of `key: value` lines.
-fn parse_rules(text: &str) -> Vec<Rule> {
-    let lines: Vec<&str> = text.lines().collect();
-    let mut rules: Vec<Rule> = Vec::new();
-    let mut i = 0;
-    while i < lines.len() {
-        let line = lines[i];
-        let t = line.trim_start();
-        if let Some(name) = t
-            .strip_prefix("- record:")
-            .or_else(|| t.strip_prefix("- alert:"))
-        {
-            rules.push(Rule {
-                name: name.trim().to_string(),
-                alert: t.starts_with("- alert:"),
-                ..Rule::default()
-            });
-            i += 1;
-            continue;
-        }
-        let Some(rule) = rules.last_mut() else {
-            i += 1;
-            continue;
-        };
-        if let Some(expr) = t.strip_prefix("expr:") {
-            let expr = expr.trim();
-            if expr == "|" || expr == "|-" {
-                let base = indent(line);
-                let mut body = Vec::new();
-                i += 1;
-                while i < lines.len() && (lines[i].trim().is_empty() || indent(lines[i]) > base) {
-                    body.push(lines[i].trim());
-                    i += 1;
-                }
-                rule.expr = body.join("\n").trim().to_string();
-                continue;
-            }
-            rule.expr = expr.to_string();
-        } else if t == "labels:" || t == "annotations:" {
-            let base = indent(line);
-            let mut map = BTreeMap::new();
-            i += 1;
-            while i < lines.len() && !lines[i].trim().is_empty() && indent(lines[i]) > base {
-                let (k, v) = lines[i]
-                    .trim()
-                    .split_once(':')
-                    .unwrap_or_else(|| panic!("not a key: value line: {}", lines[i]));
-                map.insert(k.trim().to_string(), unquote(v));
-                i += 1;
-            }
-            if t == "labels:" {
-                rule.labels = map;
-            } else {
-                rule.annotations = map;
-            }
-            continue;
-        }
-        i += 1;
-    }
-    rules
-}
 
 fn rules() -> Vec<Rule> {
     let rules = parse_rules(&read("prometheus/rules.yml"));

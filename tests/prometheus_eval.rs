@@ -40,7 +40,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::promql::metric_names;
+use common::promql::{indent, metric_names, parse_rules};
 use serde_json::Value;
 
 fn root() -> PathBuf {
@@ -158,57 +158,6 @@ fn in_demo(series: &str) -> Option<InDemo> {
 // ------------------------------------------------------------------------------------------
 // prometheus/rules.yml, read as the plain YAML it is written in (no YAML crate here; the
 // result is cross-checked against the rules Prometheus itself loaded).
-
-#[derive(Debug, Clone)]
-struct Rule {
-    name: String,
-    alert: bool,
-    expr: String,
-}
-
-fn indent(line: &str) -> usize {
-    line.len() - line.trim_start().len()
-}
-
-/// `- record:`/`- alert:` items and their `expr` (inline or a `|` block).
-fn parse_rules(text: &str) -> Vec<Rule> {
-    let lines: Vec<&str> = text.lines().collect();
-    let mut rules: Vec<Rule> = Vec::new();
-    let mut i = 0;
-    while i < lines.len() {
-        let line = lines[i];
-        let t = line.trim_start();
-        if let Some(name) = t
-            .strip_prefix("- record:")
-            .or_else(|| t.strip_prefix("- alert:"))
-        {
-            rules.push(Rule {
-                name: name.trim().to_string(),
-                alert: t.starts_with("- alert:"),
-                expr: String::new(),
-            });
-        } else if let (Some(rule), Some(expr)) = (rules.last_mut(), t.strip_prefix("expr:")) {
-            let expr = expr.trim();
-            if expr == "|" || expr == "|-" {
-                let base = indent(line);
-                let mut body = Vec::new();
-                i += 1;
-                while i < lines.len() && (lines[i].trim().is_empty() || indent(lines[i]) > base) {
-                    body.push(lines[i].trim());
-                    i += 1;
-                }
-                rule.expr = body.join("\n").trim().to_string();
-                continue;
-            }
-            rule.expr = expr.to_string();
-        }
-        i += 1;
-    }
-    for r in &rules {
-        assert!(!r.expr.is_empty(), "rule {} has no expr", r.name);
-    }
-    rules
-}
 
 /// rules.yml with every group's `interval:` set to 1s, and nothing else changed.
 fn rules_evaluated_every_second(text: &str) -> String {
