@@ -220,11 +220,7 @@ fn demo(
         &inputs_dir,
     )
     .with_context(|| format!("writing to {}", inputs_dir.display()))?;
-    let inputs = ReplayInputs {
-        browser: inputs_dir.join("browser.jsonl"),
-        server: inputs_dir.join("server.jsonl"),
-        orders: inputs_dir.join("orders.jsonl"),
-    };
+    let inputs = ReplayInputs::in_dir(&inputs_dir);
     let started = Instant::now();
     let mut served = serve.start(&Config::default())?;
     let stats = replay(

@@ -27,6 +27,18 @@ pub struct ReplayInputs {
     pub orders: PathBuf,
 }
 
+impl ReplayInputs {
+    /// The three files `generate --out DIR` writes: `browser.jsonl`, `server.jsonl`,
+    /// `orders.jsonl`.
+    pub fn in_dir(dir: &Path) -> ReplayInputs {
+        ReplayInputs {
+            browser: dir.join("browser.jsonl"),
+            server: dir.join("server.jsonl"),
+            orders: dir.join("orders.jsonl"),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
     #[error("cannot open {input} input {path}: {source}")]

@@ -175,11 +175,7 @@ fn html_report_renders_every_chart_with_data_in_headless_chromium() {
         &input,
     )
     .unwrap();
-    let inputs = ReplayInputs {
-        browser: input.join("browser.jsonl"),
-        server: input.join("server.jsonl"),
-        orders: input.join("orders.jsonl"),
-    };
+    let inputs = ReplayInputs::in_dir(&input);
     let stats = replay(&Config::default(), &inputs, &out, None).unwrap();
 
     // Kept under target/ so a person can open what the test saw.

@@ -31,11 +31,7 @@ fn generated_run(dir: &Path, actions: u64, seed: u64) -> (PathBuf, Stats, Truth)
         &input,
     )
     .expect("generate");
-    let inputs = ReplayInputs {
-        browser: input.join("browser.jsonl"),
-        server: input.join("server.jsonl"),
-        orders: input.join("orders.jsonl"),
-    };
+    let inputs = ReplayInputs::in_dir(&input);
     let stats = replay(&Config::default(), &inputs, &out, None).expect("replay");
     (out, stats, truth)
 }

@@ -65,11 +65,7 @@ fn replay_metrics_match_its_stats_and_serve_over_http() {
 
     let stats = replay(
         &Config::default(),
-        &ReplayInputs {
-            browser: input.join("browser.jsonl"),
-            server: input.join("server.jsonl"),
-            orders: input.join("orders.jsonl"),
-        },
+        &ReplayInputs::in_dir(&input),
         &dir.path().join("out"),
         Some(&mut metrics),
     )

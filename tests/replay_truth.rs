@@ -28,11 +28,7 @@ fn generate_and_replay(
     .unwrap();
     let stats = replay(
         &Config::default(),
-        &ReplayInputs {
-            browser: input.join("browser.jsonl"),
-            server: input.join("server.jsonl"),
-            orders: input.join("orders.jsonl"),
-        },
+        &ReplayInputs::in_dir(&input),
         &output,
         None,
     )
