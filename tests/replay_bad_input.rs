@@ -64,7 +64,7 @@ fn malformed_lines_become_dead_letters_and_good_lines_still_count() {
     let out = dir.path().join("out");
     let stats = replay(
         &Config::default(),
-        &ReplayInputs::in_dir(&dir.path()),
+        &ReplayInputs::in_dir(dir.path()),
         &out,
         None,
     )
