@@ -8,7 +8,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use prometheus::Histogram;
 
 use rdkafka::client::ClientContext;
 use rdkafka::error::KafkaError;
@@ -60,8 +62,12 @@ fn fingerprint(topic: &str, key: &[u8], value: &[u8]) -> u128 {
 }
 
 /// Delivery reports of the output producer.
-#[derive(Default)]
 pub struct Deliveries {
+    /// `onecount_processing_latency_seconds`: from the poll of the batch a record came from to
+    /// its acknowledgement.
+    latency: Histogram,
+    /// What delivery opaques (micros since `epoch`) count from.
+    epoch: Instant,
     in_flight: AtomicUsize,
     failed: AtomicU64,
     first_error: Mutex<Option<String>>,
@@ -76,12 +82,16 @@ impl ClientContext for Deliveries {
 }
 
 impl ProducerContext for Deliveries {
-    type DeliveryOpaque = ();
+    /// Micros since `epoch` when the record's batch was polled.
+    type DeliveryOpaque = usize;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+    fn delivery(&self, result: &DeliveryResult<'_>, polled_at: usize) {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
         match result {
             Ok(m) => {
+                let now = self.epoch.elapsed().as_micros() as usize;
+                self.latency
+                    .observe(now.saturating_sub(polled_at) as f64 / 1e6);
                 let mut acked = self.acked.lock().unwrap_or_else(|p| p.into_inner());
                 let e = acked
                     .entry((m.topic().to_string(), m.partition()))
@@ -114,7 +124,11 @@ pub struct OutputWriter {
 }
 
 impl OutputWriter {
-    pub fn new(config: &Config, task: i32) -> Result<OutputWriter, ClientError> {
+    pub fn new(
+        config: &Config,
+        task: i32,
+        latency: Histogram,
+    ) -> Result<OutputWriter, ClientError> {
         let mut cfg = producer_config(&config.kafka);
         // Retried until delivered: the state stage cannot skip an output, and a broker outage
         // is waited out (readiness reports it), not turned into loss.
@@ -126,7 +140,17 @@ impl OutputWriter {
             cfg.set("partitioner", "murmur2_random");
         }
         Ok(OutputWriter {
-            producer: create_with_context(&cfg, Deliveries::default())?,
+            producer: create_with_context(
+                &cfg,
+                Deliveries {
+                    latency,
+                    epoch: Instant::now(),
+                    in_flight: AtomicUsize::new(0),
+                    failed: AtomicU64::new(0),
+                    first_error: Mutex::new(None),
+                    acked: Mutex::new(HashMap::new()),
+                },
+            )?,
             topics: OutputTopics::from_config(config),
             task,
             max_in_flight: config.service.max_in_flight,
@@ -152,13 +176,22 @@ impl OutputWriter {
 
     /// Produces and clears `out`. Blocks (polling for acknowledgements) while the in-flight
     /// bound is reached: that is the backpressure that pauses reading.
-    pub fn write(&mut self, out: &mut Outputs, stop: &Stop) -> Result<(), ServiceError> {
+    /// `polled_at`: when the batch that produced `out` was polled (processing latency).
+    pub fn write(
+        &mut self,
+        out: &mut Outputs,
+        polled_at: Instant,
+        stop: &Stop,
+    ) -> Result<(), ServiceError> {
+        let opaque = polled_at
+            .saturating_duration_since(self.producer.context().epoch)
+            .as_micros() as usize;
         let [conversions, discrepancies, dead_letters, windows] = &self.topics.names.clone();
         for c in &out.conversions {
-            self.send(conversions, c.key.as_bytes(), c, stop)?;
+            self.send(conversions, c.key.as_bytes(), c, opaque, stop)?;
         }
         for d in &out.discrepancies {
-            self.send(discrepancies, d.key.as_bytes(), d, stop)?;
+            self.send(discrepancies, d.key.as_bytes(), d, opaque, stop)?;
         }
         for d in &out.dead_letters {
             let p = &d.position;
@@ -169,10 +202,10 @@ impl OutputWriter {
                 p.offset,
                 p.index
             );
-            self.send(dead_letters, key.as_bytes(), d, stop)?;
+            self.send(dead_letters, key.as_bytes(), d, opaque, stop)?;
         }
         for w in &out.revenue_windows {
-            self.send(windows, w.key.as_bytes(), w, stop)?;
+            self.send(windows, w.key.as_bytes(), w, opaque, stop)?;
         }
         out.clear();
         self.producer.poll(Duration::ZERO);
@@ -184,6 +217,7 @@ impl OutputWriter {
         topic: &str,
         key: &[u8],
         record: &T,
+        opaque: usize,
         stop: &Stop,
     ) -> Result<(), ServiceError> {
         self.buf.clear();
@@ -204,7 +238,7 @@ impl OutputWriter {
             self.check_failures()?;
             stop.check_deadline()?;
         }
-        let mut record = BaseRecord::to(topic)
+        let mut record = BaseRecord::with_opaque_to(topic, opaque)
             .key(key)
             .payload(self.buf.as_slice())
             .headers(output_headers(self.task));

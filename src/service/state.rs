@@ -123,10 +123,14 @@ impl StateStage {
             self.follow_assignment(stop)?;
             let mut applied = 0;
             let mut wait = Duration::from_millis(100);
+            let mut polled_at = Instant::now();
             while applied < BATCH {
                 match self.consumer.poll(wait) {
                     None => break,
                     Some(Ok(m)) => {
+                        if applied == 0 {
+                            polled_at = Instant::now();
+                        }
                         Self::apply(self.task.as_mut(), &self.metrics, &m)?;
                         applied += 1;
                     }
@@ -137,7 +141,7 @@ impl StateStage {
                 }
                 wait = Duration::ZERO;
             }
-            if let Err(e) = self.write_outputs(stop) {
+            if let Err(e) = self.write_outputs(polled_at, stop) {
                 self.on_task_error(e)?;
                 continue;
             }
@@ -151,7 +155,7 @@ impl StateStage {
             }
         }
         if self.task.is_some() {
-            self.write_outputs(stop)?;
+            self.write_outputs(Instant::now(), stop)?;
             self.checkpoint(stop)?;
             tracing::info!("state checkpointed for shutdown");
         }
@@ -217,7 +221,7 @@ impl StateStage {
             partition,
             stop,
         )?;
-        let mut outputs = OutputWriter::new(&self.config, partition)?;
+        let mut outputs = OutputWriter::new(&self.config, partition, self.metrics.latency.clone())?;
         let first_start = checkpoint.is_none();
         let checkpoint = checkpoint.unwrap_or_default();
         let mut frontier = checkpoint.frontier();
@@ -372,13 +376,13 @@ impl StateStage {
         Ok(())
     }
 
-    fn write_outputs(&mut self, stop: &Stop) -> Result<(), ServiceError> {
+    fn write_outputs(&mut self, polled_at: Instant, stop: &Stop) -> Result<(), ServiceError> {
         let Some(task) = self.task.as_mut() else {
             return Ok(());
         };
         crate::replay::observe(&mut self.metrics, &task.out, &task.engine);
         let before = task.outputs.suppressed;
-        task.outputs.write(&mut task.out, stop)?;
+        task.outputs.write(&mut task.out, polled_at, stop)?;
         self.metrics
             .outputs_suppressed
             .inc_by(task.outputs.suppressed - before);
