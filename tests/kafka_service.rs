@@ -19,6 +19,8 @@ use std::time::{Duration, Instant};
 use onecount::generate::{generate_to_dir, GenerateOptions, Line, VecSink};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::ClientConfig;
 use serde_json::Value;
 use support_kafka::proxy::{proxied_broker, Proxy};
 use support_kafka::service::{
@@ -315,6 +317,56 @@ fn broker_unreachable_for_20s_then_recovers() {
     assert_eq!(scrape(&service).sum(BROKER_UP), 1.0, "{BROKER_UP} after");
     stop_cleanly(service);
     drop(proxy);
+}
+
+/// The outage test's premise, without the service: a client bootstrapped at the proxy reaches
+/// the broker only through it (the PROXIED listener is advertised at the proxy's address), so a
+/// cut takes the broker away from that client alone.
+#[test]
+fn the_proxied_listener_reaches_the_broker_only_through_the_proxy() {
+    let _one = one_at_a_time();
+    let (listen, upstream) = proxied_broker();
+    let proxy = Proxy::start(listen, upstream)
+        .unwrap_or_else(|e| panic!("starting the proxy on {listen}: {e}"));
+    let topic = support_kafka::random_name("proxied");
+    support_kafka::service::block_on(support_kafka::create_topic(&topic, 1));
+    let client: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", listen.to_string())
+        .set("group.id", support_kafka::random_name("proxied-client"))
+        .set("reconnect.backoff.max.ms", "500")
+        .create()
+        .unwrap();
+    let brokers_seen = |timeout: Duration| -> Result<Vec<String>, String> {
+        let md = client
+            .fetch_metadata(Some(&topic), timeout)
+            .map_err(|e| e.to_string())?;
+        Ok(md
+            .brokers()
+            .iter()
+            .map(|b| format!("{}:{}", b.host(), b.port()))
+            .collect())
+    };
+    assert_eq!(
+        brokers_seen(Duration::from_secs(10)).unwrap(),
+        vec![listen.to_string()],
+        "the broker advertises the proxy's address on this listener"
+    );
+    assert!(proxy.forwarded() > 0);
+
+    proxy.cut();
+    let during = brokers_seen(Duration::from_secs(3));
+    assert!(during.is_err(), "metadata through a cut proxy: {during:?}");
+    // The test's own clients use the other listener, unaffected.
+    assert_eq!(support_kafka::partition_count(&topic), 1);
+
+    proxy.restore();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while brokers_seen(Duration::from_secs(2)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "no metadata 30 s after the restore"
+        );
+    }
 }
 
 // ---- The harness itself, without a broker ----
