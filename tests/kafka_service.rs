@@ -12,14 +12,16 @@ mod support_kafka;
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use onecount::generate::{generate_to_dir, GenerateOptions, Line, VecSink};
+use onecount::generate::{generate_to_dir, GenerateOptions, Line, Truth, VecSink};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::ClientConfig;
 use serde_json::Value;
 use support_kafka::proxy::{proxied_broker, Proxy};
@@ -369,6 +371,43 @@ fn the_proxied_listener_reaches_the_broker_only_through_the_proxy() {
     }
 }
 
+/// The completion wait on real topics, without the service: a replay's outputs written to the
+/// output topics (keyed as the service keys them, over three partitions) match the truth, and
+/// the wait returns.
+#[test]
+fn truth_wait_reads_the_output_topics_whole() {
+    let _one = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let (input, output) = (dir.path().join("in"), dir.path().join("out"));
+    let truth = replayed(3_000, 9, &input, &output);
+    let setup = Setup::new("harness");
+    let written = Outputs::from_replay_dir(&output);
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", support_kafka::bootstrap())
+        .create()
+        .unwrap();
+    let t = &setup.topics;
+    for (topic, records) in [
+        (&t.conversions, &written.conversions),
+        (&t.discrepancies, &written.discrepancies),
+        (&t.dead_letters, &written.dead_letters),
+        (&t.revenue_windows, &written.revenue_windows),
+    ] {
+        support_kafka::service::block_on(support_kafka::create_topic(topic, 3));
+        for r in records {
+            let mut record = BaseRecord::<str, str>::to(topic).payload(r.value.as_deref().unwrap());
+            if let Some(k) = r.key.as_deref() {
+                record = record.key(k);
+            }
+            producer.send(record).map_err(|(e, _)| e).unwrap();
+            producer.poll(Duration::ZERO);
+        }
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+    let read = setup.wait_for_truth(&truth, &mut []);
+    assert_eq!(read.counts(), written.counts());
+}
+
 // ---- The harness itself, without a broker ----
 
 /// An echo server on a free port, for the proxy to forward to.
@@ -511,26 +550,32 @@ fn metrics_parser_reads_what_the_real_endpoint_serves() {
     assert_eq!(m.sum(DUPLICATES), stats.duplicates as f64);
 }
 
-#[test]
-fn truth_comparison_accepts_a_replay_and_names_each_kind_of_difference() {
-    let dir = tempfile::tempdir().unwrap();
-    let (input, output) = (dir.path().join("in"), dir.path().join("out"));
+/// Generates `actions` actions into `input` and replays them into `output`: the truth.
+fn replayed(actions: u64, seed: u64, input: &Path, output: &Path) -> Truth {
     let truth = generate_to_dir(
         &GenerateOptions {
-            actions: 5_000,
-            seed: 3,
+            actions,
+            seed,
             ..GenerateOptions::default()
         },
-        &input,
+        input,
     )
     .unwrap();
     onecount::replay::replay(
         &onecount::config::Config::default(),
-        &onecount::replay::ReplayInputs::in_dir(&input),
-        &output,
+        &onecount::replay::ReplayInputs::in_dir(input),
+        output,
         None,
     )
     .unwrap();
+    truth
+}
+
+#[test]
+fn truth_comparison_accepts_a_replay_and_names_each_kind_of_difference() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, output) = (dir.path().join("in"), dir.path().join("out"));
+    let truth = replayed(5_000, 3, &input, &output);
     let good = Outputs::from_replay_dir(&output);
     assert_eq!(truth_differences(&truth, &good), Vec::<String>::new());
     assert!(!good.revenue_windows.is_empty() && !good.dead_letters.is_empty());
