@@ -193,13 +193,17 @@ cmd_status() {
 cmd_start() {
     local pid t0 port cport pport aport ports cluster_id data java
     if pid="$(running_pid)"; then
-        if oc_kafka_ping "$(cat "$BOOTSTRAP_FILE")" quiet; then
+        if [[ ! -f "$PROXIED_FILE" ]]; then
+            oc_log "kafka: pid $pid has no PROXIED listener (started by an older script); restarting"
+            cmd_stop
+        elif oc_kafka_ping "$(cat "$BOOTSTRAP_FILE")" quiet; then
             oc_log "kafka: already running (pid $pid)"
             cat "$BOOTSTRAP_FILE"
             return 0
+        else
+            oc_log "kafka: pid $pid is alive but does not answer; restarting"
+            cmd_stop
         fi
-        oc_log "kafka: pid $pid is alive but does not answer; restarting"
-        cmd_stop
     fi
     cmd_install quiet
     java="$(java_bin)"
