@@ -91,6 +91,7 @@ fn end_to_end_outputs_match_truth() {
         m.sum(RESTORES) >= PARTITIONS_F64,
         "{RESTORES}: one per state partition"
     );
+    assert!(m.has(RESUME_OFFSET), "{RESUME_OFFSET} is exported");
     assert_eq!(m.sum(RESUME_OFFSET), 0.0, "{RESUME_OFFSET}: a first start");
     assert_eq!(m.sum(BROKER_UP), 1.0, "{BROKER_UP}");
     stop_cleanly(service);
@@ -296,7 +297,9 @@ fn broker_unreachable_for_20s_then_recovers() {
                 saw_unready = Some(body);
             }
         }
-        saw_broker_down |= service.metrics().is_some_and(|m| m.sum(BROKER_UP) == 0.0);
+        saw_broker_down |= service
+            .metrics()
+            .is_some_and(|m| m.has(BROKER_UP) && m.sum(BROKER_UP) == 0.0);
         std::thread::sleep(Duration::from_millis(250));
     }
     assert!(
