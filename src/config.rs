@@ -31,6 +31,10 @@ pub struct Config {
     pub topics: TopicsConfig,
     /// The HTTP endpoint for metrics and health (`[http]`).
     pub http: HttpConfig,
+    /// How `onecount run` checkpoints and shuts down (`[service]`).
+    pub service: ServiceConfig,
+    /// Log format and level (`[log]`).
+    pub log: LogConfig,
 }
 
 /// The dedup and reconciliation rules.
@@ -384,6 +388,61 @@ impl Default for HttpConfig {
     }
 }
 
+/// How the Kafka service checkpoints, bounds its queues and stops.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServiceConfig {
+    /// How often state is checkpointed to the changelog and input offsets are committed. A
+    /// crash replays at most this much input (its outputs are recognised and not written
+    /// twice); shorter costs more transactions.
+    #[serde(deserialize_with = "duration", serialize_with = "ser_duration")]
+    pub commit_interval: Duration,
+    /// On SIGTERM or SIGINT: how long to finish, flush, checkpoint and commit before exiting
+    /// anyway (non-zero). Keep it below the orchestrator's kill grace period.
+    #[serde(deserialize_with = "duration", serialize_with = "ser_duration")]
+    pub shutdown_timeout: Duration,
+    /// Records produced and not yet acknowledged, per producer, before reading pauses: the
+    /// bound on memory while the broker is slow or unreachable.
+    pub max_in_flight: usize,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        ServiceConfig {
+            commit_interval: Duration::from_secs(1),
+            shutdown_timeout: Duration::from_secs(30),
+            max_in_flight: 10_000,
+        }
+    }
+}
+
+/// How logs are written (always to standard error).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `human` (one readable line per event) or `json` (one JSON object per line, for log
+    /// pipelines).
+    pub format: LogFormat,
+    /// A `tracing` filter: a level (`info`, `debug`) or directives (`onecount=debug,rdkafka=warn`).
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Human,
+            level: "info".to_string(),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file cannot be read (the I/O error is part of the message, not a `source`, so that
@@ -475,13 +534,20 @@ pub const ENV_SETTINGS: &[(&str, EnvKind)] = &[
     ("topics.replication_factor", EnvKind::Integer),
     ("topics.retention", EnvKind::Text),
     ("http.listen", EnvKind::Text),
+    ("service.commit_interval", EnvKind::Text),
+    ("service.shutdown_timeout", EnvKind::Text),
+    ("service.max_in_flight", EnvKind::Integer),
+    ("log.format", EnvKind::Text),
+    ("log.level", EnvKind::Text),
 ];
 
 /// The tables a `ONECOUNT_<TABLE>_...` variable may address. A variable under one of them that
 /// is not a setting is an error (a typo must not be ignored); other `ONECOUNT_*` variables
 /// (`ONECOUNT_TEST_KAFKA`, the scripts' `ONECOUNT_CACHE`...) are not configuration and are left
 /// alone.
-pub const ENV_TABLES: &[&str] = &["ENGINE", "ORDERS", "KAFKA", "TOPICS", "HTTP"];
+pub const ENV_TABLES: &[&str] = &[
+    "ENGINE", "ORDERS", "KAFKA", "TOPICS", "HTTP", "SERVICE", "LOG",
+];
 
 /// The environment variable of a setting: `engine.ttl` -> `ONECOUNT_ENGINE_TTL`.
 pub fn env_var_name(path: &str) -> String {
@@ -713,6 +779,19 @@ impl Config {
         }
         if e.purchase_events.iter().any(|name| name.trim().is_empty()) {
             return invalid("engine.purchase_events", "names must not be empty");
+        }
+        let s = &self.service;
+        if s.commit_interval.is_zero() {
+            return invalid("service.commit_interval", "must be greater than 0");
+        }
+        if s.shutdown_timeout.is_zero() {
+            return invalid("service.shutdown_timeout", "must be greater than 0");
+        }
+        if s.max_in_flight == 0 {
+            return invalid("service.max_in_flight", "must be greater than 0");
+        }
+        if let Err(e) = self.log.level.parse::<tracing_subscriber::EnvFilter>() {
+            return invalid("log.level", &format!("not a tracing filter: {e}"));
         }
         self.validate_kafka()?;
         self.validate_topics()

@@ -19,6 +19,18 @@ use prometheus::Registry;
 
 use crate::metrics::Metrics;
 
+/// What `/readyz` answers: `None` when ready, else why not.
+pub trait Readiness: Send + Sync {
+    fn not_ready_reason(&self) -> Option<String>;
+}
+
+/// The file runtimes' readiness: a flag set while they run.
+impl Readiness for AtomicBool {
+    fn not_ready_reason(&self) -> Option<String> {
+        (!self.load(Ordering::Relaxed)).then(|| "not ready".to_string())
+    }
+}
+
 /// A running endpoint; stops when dropped.
 pub struct HttpServer {
     addr: SocketAddr,
@@ -31,7 +43,7 @@ impl HttpServer {
     pub fn start(
         listen: &str,
         registry: Registry,
-        ready: Arc<AtomicBool>,
+        ready: Arc<dyn Readiness>,
     ) -> io::Result<HttpServer> {
         let listener = TcpListener::bind(listen)?;
         let addr = listener.local_addr()?;
@@ -46,7 +58,7 @@ impl HttpServer {
                     match listener.accept() {
                         Ok((stream, _)) => {
                             // A client that misbehaves costs at most the read timeout.
-                            let _ = answer(stream, &registry, &ready);
+                            let _ = answer(stream, &registry, ready.as_ref());
                         }
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                             std::thread::sleep(Duration::from_millis(20));
@@ -77,7 +89,7 @@ impl Drop for HttpServer {
     }
 }
 
-fn answer(stream: TcpStream, registry: &Registry, ready: &AtomicBool) -> io::Result<()> {
+fn answer(stream: TcpStream, registry: &Registry, ready: &dyn Readiness) -> io::Result<()> {
     stream.set_nonblocking(false)?;
     stream.set_read_timeout(Some(Duration::from_secs(2)))?;
     stream.set_write_timeout(Some(Duration::from_secs(5)))?;
@@ -103,14 +115,10 @@ fn answer(stream: TcpStream, registry: &Registry, ready: &AtomicBool) -> io::Res
             Metrics::render(registry),
         ),
         ("GET", "/healthz") => ("200 OK", "text/plain", "ok\n".to_string()),
-        ("GET", "/readyz") if ready.load(Ordering::Relaxed) => {
-            ("200 OK", "text/plain", "ready\n".to_string())
-        }
-        ("GET", "/readyz") => (
-            "503 Service Unavailable",
-            "text/plain",
-            "not ready\n".to_string(),
-        ),
+        ("GET", "/readyz") => match ready.not_ready_reason() {
+            None => ("200 OK", "text/plain", "ready\n".to_string()),
+            Some(why) => ("503 Service Unavailable", "text/plain", format!("{why}\n")),
+        },
         ("GET", _) => ("404 Not Found", "text/plain", "not found\n".to_string()),
         _ => (
             "405 Method Not Allowed",

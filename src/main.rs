@@ -104,6 +104,15 @@ enum Command {
         #[command(flatten)]
         serve: ServeMetrics,
     },
+    /// Run the Kafka service: consume the three input topics in the consumer group
+    /// kafka.group_id, write conversions, discrepancies, dead letters and revenue windows to
+    /// their topics, serve /metrics, /healthz and /readyz on http.listen. Stops on SIGTERM or
+    /// SIGINT (exit 0 once flushed and committed). Settings: the file, then ONECOUNT_* variables.
+    Run {
+        /// The onecount.toml (optional: defaults and ONECOUNT_* variables suffice).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Validate a config file with the ONECOUNT_* environment variables over it, and the Kafka
     /// properties against librdkafka; exits non-zero naming the bad field. Prints the effective
     /// settings, secrets redacted.
@@ -163,7 +172,7 @@ impl ServeMetrics {
             .chain(config.orders.default_pixel.iter())
             .cloned()
             .collect();
-        let metrics = Metrics::new(100, &configured);
+        let metrics = Metrics::new(onecount::metrics::DEFAULT_MAX_PIXELS, &configured);
         let ready = Arc::new(AtomicBool::new(true));
         metrics.ready.set(1);
         let server = HttpServer::start(listen, metrics.registry().clone(), ready)
@@ -358,6 +367,14 @@ fn check_config(file: &Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn run_service(path: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let config = Config::load_with_env(path)?;
+    kafka::client::check_properties(&config.kafka)?;
+    onecount::logging::init(&config.log);
+    onecount::service::run(&config)?;
+    Ok(ExitCode::SUCCESS)
+}
+
 fn load_config(path: Option<&PathBuf>) -> anyhow::Result<Config> {
     match path {
         Some(p) => Ok(Config::load(p)?),
@@ -451,6 +468,7 @@ fn run() -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::CheckConfig { file } => check_config(&file),
+        Command::Run { config } => run_service(config.as_deref()),
         Command::Audit {
             dir,
             format,

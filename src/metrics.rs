@@ -118,6 +118,9 @@ const DEAD_LETTER_REASONS: [DeadLetterReason; 7] = [
     DeadLetterReason::InvalidAmount,
 ];
 
+/// Pixels beyond this many get the `other` label (configured pixels always keep theirs).
+pub const DEFAULT_MAX_PIXELS: usize = 100;
+
 pub struct Metrics {
     registry: Registry,
     pixels: PixelLabels,
@@ -141,6 +144,10 @@ pub struct Metrics {
     pub restore_duration: Histogram,
     pub restored_records: IntCounter,
     pub ready: IntGauge,
+    pub resume_offset: IntGauge,
+    pub outputs_suppressed: IntCounter,
+    pub replayed_records: IntCounter,
+    pub broker_up: IntGauge,
     /// What the counters already hold: each look exports only the difference.
     exported: Stats,
 }
@@ -204,6 +211,36 @@ impl Metrics {
             IntCounter::new(
                 "onecount_restored_records_total",
                 "Changelog records read by restorations.",
+            ),
+        );
+        let resume_offset = register(
+            &r,
+            IntGauge::new(
+                "onecount_resume_offset",
+                "Internal-log offset the state task resumed from at its last restoration.",
+            ),
+        );
+        let outputs_suppressed = register(
+            &r,
+            IntCounter::new(
+                "onecount_outputs_suppressed_total",
+                "Outputs a restored state task produced again and found already written after its \
+                 last checkpoint, so did not write twice.",
+            ),
+        );
+        let replayed_records = register(
+            &r,
+            IntCounter::new(
+                "onecount_replayed_records_total",
+                "Internal-log records skipped because their input record was applied before \
+                 (forwarded again after an ingest crash or rebalance).",
+            ),
+        );
+        let broker_up = register(
+            &r,
+            IntGauge::new(
+                "onecount_broker_up",
+                "1 while the Kafka cluster is reachable, else 0.",
             ),
         );
         let build_info = register(
@@ -335,6 +372,10 @@ impl Metrics {
             restores,
             restored_records,
             ready,
+            resume_offset,
+            outputs_suppressed,
+            replayed_records,
+            broker_up,
             registry: r,
             pixels: PixelLabels::new(max_pixels, configured_pixels),
             exported: Stats::default(),
@@ -392,6 +433,12 @@ impl Metrics {
     }
 
     /// Brings every counter and revenue gauge up to `stats` (the engine's accounting).
+    /// Takes `stats` as already exported: a state task restored again in the same process (a
+    /// partition that came back after a rebalance) must not count its restored totals twice.
+    pub fn rebase_stats(&mut self, stats: &Stats) {
+        self.exported = stats.clone();
+    }
+
     pub fn observe_stats(&mut self, stats: &Stats) {
         let exported = std::mem::take(&mut self.exported);
         for (input, outcomes) in &stats.outcomes {

@@ -1,0 +1,222 @@
+//! `onecount run`: the Kafka service. Two stages in every instance, joined by an internal log:
+//!
+//! - [`ingest`] consumes the three input topics in the application's consumer group and forwards
+//!   each record, as it came, with its origin, to the internal log `<group_id>-log`;
+//! - [`state`] consumes the log in the group `<group_id>-state`, runs the engine on it,
+//!   checkpoints to the compacted changelog `<group_id>-changelog`, and writes the outputs.
+//!
+//! Owns: topic creation, the two stage threads, the HTTP endpoint, signals and the shutdown
+//! deadline. Must not: apply a rule. The design, its guarantees and its limits are in
+//! docs/SERVICE.md.
+
+pub mod align;
+pub mod checkpoint;
+pub mod health;
+pub mod ingest;
+pub mod outputs;
+pub mod state;
+pub mod wire;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::config::Config;
+use crate::http::HttpServer;
+use crate::kafka::admin::{ensure_topics, AdminError, TopicSpec};
+use crate::kafka::client::ClientError;
+use crate::metrics::Metrics;
+
+use health::Health;
+
+/// The internal log has one partition today: every record meets every other in one state task
+/// (see docs/SERVICE.md, "Scaling").
+pub const LOG_PARTITION: i32 = 0;
+
+/// Names the service derives from `kafka.group_id`.
+#[derive(Debug, Clone)]
+pub struct ServiceTopics {
+    pub log: String,
+    pub changelog: String,
+    pub state_group: String,
+}
+
+impl ServiceTopics {
+    pub fn new(config: &Config) -> ServiceTopics {
+        let g = &config.kafka.group_id;
+        ServiceTopics {
+            log: format!("{g}-log"),
+            changelog: format!("{g}-changelog"),
+            state_group: format!("{g}-state"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// The service cannot go on (a config the broker refuses, an undeliverable output, data
+    /// from a newer release): it stops and exits non-zero.
+    #[error("{0}")]
+    Fatal(String),
+    /// A state task lost its partition or its changelog producer: it is dropped and restored
+    /// again from its checkpoint.
+    #[error("state task lost: {0}")]
+    TaskLost(String),
+    #[error("shutdown deadline passed before everything was flushed and committed")]
+    DeadlinePassed,
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error("creating topics: {0}")]
+    Topics(#[from] AdminError),
+    #[error("starting the HTTP endpoint on {listen}: {source}")]
+    Http {
+        listen: String,
+        source: std::io::Error,
+    },
+}
+
+/// A stop request and the deadline by which everything must be flushed and committed.
+#[derive(Debug, Default)]
+pub struct Stop {
+    requested: AtomicBool,
+    deadline: Mutex<Option<Instant>>,
+}
+
+impl Stop {
+    pub fn request(&self, within: Duration) {
+        let mut d = self.deadline.lock().unwrap_or_else(|p| p.into_inner());
+        d.get_or_insert(Instant::now() + within);
+        self.requested.store(true, Ordering::Relaxed);
+    }
+
+    pub fn requested(&self) -> bool {
+        self.requested.load(Ordering::Relaxed)
+    }
+
+    /// `Err` once a stop was requested and its deadline has passed: loops that wait on the
+    /// broker give up then, instead of holding the process past its grace period.
+    pub fn check_deadline(&self) -> Result<(), ServiceError> {
+        let d = self.deadline.lock().unwrap_or_else(|p| p.into_inner());
+        match *d {
+            Some(deadline) if Instant::now() >= deadline => Err(ServiceError::DeadlinePassed),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Runs the service until SIGTERM or SIGINT, then stops within `service.shutdown_timeout`.
+pub fn run(config: &Config) -> Result<(), ServiceError> {
+    let topics = ServiceTopics::new(config);
+    ensure_service_topics(config, &topics)?;
+    let configured: Vec<String> = config
+        .orders
+        .shops
+        .values()
+        .cloned()
+        .chain(config.orders.default_pixel.clone())
+        .collect();
+    let metrics = Metrics::new(crate::metrics::DEFAULT_MAX_PIXELS, &configured);
+    let health = Health::new(metrics.ready.clone(), metrics.broker_up.clone());
+    let listen = config.http.listen.to_string();
+    let _http = HttpServer::start(&listen, metrics.registry().clone(), health.clone()).map_err(
+        |source| ServiceError::Http {
+            listen: listen.clone(),
+            source,
+        },
+    )?;
+    tracing::info!(%listen, group = %config.kafka.group_id, log = %topics.log, "onecount run started");
+
+    let stop = Arc::new(Stop::default());
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        let flag = Arc::new(AtomicBool::new(false));
+        signal_hook::flag::register(signal, flag.clone())
+            .map_err(|e| ServiceError::Fatal(format!("installing a signal handler: {e}")))?;
+        let stop = stop.clone();
+        let timeout = config.service.shutdown_timeout;
+        std::thread::Builder::new()
+            .name("onecount-signal".into())
+            .spawn(move || loop {
+                if flag.load(Ordering::Relaxed) {
+                    tracing::info!("stop requested; finishing, flushing and committing");
+                    stop.request(timeout);
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            })
+            .map_err(|e| ServiceError::Fatal(e.to_string()))?;
+    }
+
+    let ingest = ingest::Ingest::new(
+        config,
+        &topics,
+        health.clone(),
+        metrics.consumer_lag.clone(),
+    )?;
+    let state = state::StateStage::new(config, &topics, metrics, health)?;
+    let ingest = spawn_stage("onecount-ingest", stop.clone(), move |s| ingest.run(s))?;
+    let state = spawn_stage("onecount-state", stop.clone(), move |s| state.run(s))?;
+    let results = [ingest.join(), state.join()];
+    for r in results {
+        match r {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err(ServiceError::Fatal("a stage panicked".into())),
+        }
+    }
+    tracing::info!("onecount run stopped cleanly");
+    Ok(())
+}
+
+type StageResult = Result<(), ServiceError>;
+
+/// Runs a stage on its own thread. One stage ending stops the other: the service runs whole or
+/// not at all.
+fn spawn_stage(
+    name: &str,
+    stop: Arc<Stop>,
+    stage: impl FnOnce(&Stop) -> StageResult + Send + 'static,
+) -> Result<std::thread::JoinHandle<StageResult>, ServiceError> {
+    std::thread::Builder::new()
+        .name(name.to_string())
+        .spawn(move || {
+            let result = stage(&stop);
+            if let Err(e) = &result {
+                tracing::error!(error = %e, "stage failed; stopping");
+            }
+            stop.request(Duration::from_secs(10));
+            result
+        })
+        .map_err(|e| ServiceError::Fatal(e.to_string()))
+}
+
+fn ensure_service_topics(config: &Config, topics: &ServiceTopics) -> Result<(), ServiceError> {
+    let t = &config.topics;
+    let mut specs: Vec<TopicSpec> = [
+        &t.conversions,
+        &t.discrepancies,
+        &t.dead_letters,
+        &t.revenue_windows,
+    ]
+    .into_iter()
+    .map(|name| TopicSpec::new(name, t))
+    .collect();
+    let mut log = TopicSpec::repartition(&topics.log, t);
+    log.partitions = 1;
+    let mut changelog = TopicSpec::changelog(&topics.changelog, t);
+    changelog.partitions = 1;
+    specs.push(log);
+    specs.push(changelog);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| ServiceError::Fatal(e.to_string()))?;
+    let status = runtime.block_on(ensure_topics(
+        &config.kafka,
+        &specs,
+        crate::kafka::admin::DEFAULT_TIMEOUT,
+    ))?;
+    for s in status {
+        tracing::info!(topic = %s.name, partitions = s.partitions, created = s.created, "topic ready");
+    }
+    Ok(())
+}

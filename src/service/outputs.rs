@@ -1,0 +1,288 @@
+//! Writing outputs to their topics: keyed, bounded in flight, and never twice after a restore.
+//!
+//! Owns: the output producer, its delivery accounting (what is acknowledged up to which offset
+//! per partition: the frontier a checkpoint records), and the suppression set a restored task
+//! fills with what it already wrote after its last checkpoint. Must not: decide what to emit;
+//! the engine does, deterministically, which is what makes suppression by content exact.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rdkafka::client::ClientContext;
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::types::RDKafkaErrorCode;
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::engine::Outputs;
+use crate::jsonl;
+use crate::kafka::client::{create_with_context, producer_config, ClientError};
+
+use super::wire::output_headers;
+use super::{ServiceError, Stop};
+
+/// The four output kinds, in the order of [`OutputTopics::names`].
+#[derive(Debug, Clone)]
+pub struct OutputTopics {
+    pub names: [String; 4],
+}
+
+impl OutputTopics {
+    pub fn from_config(config: &Config) -> OutputTopics {
+        let t = &config.topics;
+        OutputTopics {
+            names: [
+                t.conversions.clone(),
+                t.discrepancies.clone(),
+                t.dead_letters.clone(),
+                t.revenue_windows.clone(),
+            ],
+        }
+    }
+}
+
+/// An output partition: (topic, partition).
+pub type OutputPartition = (String, i32);
+
+/// The identity of an output record: its topic, key and bytes. Deterministic processing makes a
+/// record produced again after a restore byte-identical to the first time.
+fn fingerprint(topic: &str, key: &[u8], value: &[u8]) -> u128 {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    for part in [topic.as_bytes(), key, value] {
+        h.update(&(part.len() as u64).to_le_bytes());
+        h.update(part);
+    }
+    h.digest128()
+}
+
+/// Delivery reports of the output producer.
+#[derive(Default)]
+pub struct Deliveries {
+    in_flight: AtomicUsize,
+    failed: AtomicU64,
+    first_error: Mutex<Option<String>>,
+    /// Highest acknowledged offset per output partition.
+    acked: Mutex<HashMap<OutputPartition, i64>>,
+}
+
+impl ClientContext for Deliveries {
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!(error = %error, reason, "kafka producer error");
+    }
+}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        match result {
+            Ok(m) => {
+                let mut acked = self.acked.lock().unwrap_or_else(|p| p.into_inner());
+                let e = acked
+                    .entry((m.topic().to_string(), m.partition()))
+                    .or_insert(m.offset());
+                *e = (*e).max(m.offset());
+            }
+            Err((e, _)) => {
+                self.failed.fetch_add(1, Ordering::Relaxed);
+                let mut first = self.first_error.lock().unwrap_or_else(|p| p.into_inner());
+                first.get_or_insert_with(|| e.to_string());
+            }
+        }
+    }
+}
+
+/// How long one wait for acknowledgements blocks before checking for a stop.
+const POLL_WAIT: Duration = Duration::from_millis(50);
+
+/// The output producer of one state task.
+pub struct OutputWriter {
+    producer: BaseProducer<Deliveries>,
+    topics: OutputTopics,
+    task: i32,
+    max_in_flight: usize,
+    /// Records this task wrote after its last checkpoint, before a crash: not written again.
+    suppress: HashMap<u128, u32>,
+    pub suppressed: u64,
+    pub written: u64,
+    buf: Vec<u8>,
+}
+
+impl OutputWriter {
+    pub fn new(config: &Config, task: i32) -> Result<OutputWriter, ClientError> {
+        let mut cfg = producer_config(&config.kafka);
+        // Retried until delivered: the state stage cannot skip an output, and a broker outage
+        // is waited out (readiness reports it), not turned into loss.
+        if config.kafka.properties.get("message.timeout.ms").is_none() {
+            cfg.set("message.timeout.ms", "0");
+        }
+        // The Java client's partitioner, so keys land where other producers would put them.
+        if config.kafka.properties.get("partitioner").is_none() {
+            cfg.set("partitioner", "murmur2_random");
+        }
+        Ok(OutputWriter {
+            producer: create_with_context(&cfg, Deliveries::default())?,
+            topics: OutputTopics::from_config(config),
+            task,
+            max_in_flight: config.service.max_in_flight,
+            suppress: HashMap::new(),
+            suppressed: 0,
+            written: 0,
+            buf: Vec::new(),
+        })
+    }
+
+    /// Remembers an output found after the last checkpoint: the next identical one is skipped.
+    pub fn expect_already_written(&mut self, topic: &str, key: &[u8], value: &[u8]) {
+        *self
+            .suppress
+            .entry(fingerprint(topic, key, value))
+            .or_default() += 1;
+    }
+
+    /// Outputs recognised at restore and not yet produced again.
+    pub fn pending_suppressions(&self) -> u64 {
+        self.suppress.values().map(|n| u64::from(*n)).sum()
+    }
+
+    /// Produces and clears `out`. Blocks (polling for acknowledgements) while the in-flight
+    /// bound is reached: that is the backpressure that pauses reading.
+    pub fn write(&mut self, out: &mut Outputs, stop: &Stop) -> Result<(), ServiceError> {
+        let [conversions, discrepancies, dead_letters, windows] = &self.topics.names.clone();
+        for c in &out.conversions {
+            self.send(conversions, c.key.as_bytes(), c, stop)?;
+        }
+        for d in &out.discrepancies {
+            self.send(discrepancies, d.key.as_bytes(), d, stop)?;
+        }
+        for d in &out.dead_letters {
+            let p = &d.position;
+            let key = format!(
+                "{}:{}:{}:{}",
+                p.input.as_str(),
+                p.partition,
+                p.offset,
+                p.index
+            );
+            self.send(dead_letters, key.as_bytes(), d, stop)?;
+        }
+        for w in &out.revenue_windows {
+            self.send(windows, w.key.as_bytes(), w, stop)?;
+        }
+        out.clear();
+        self.producer.poll(Duration::ZERO);
+        self.check_failures()
+    }
+
+    fn send<T: Serialize>(
+        &mut self,
+        topic: &str,
+        key: &[u8],
+        record: &T,
+        stop: &Stop,
+    ) -> Result<(), ServiceError> {
+        self.buf.clear();
+        jsonl::append_line(&mut self.buf, record)
+            .map_err(|e| ServiceError::Fatal(e.to_string()))?;
+        self.buf.pop(); // the newline: a Kafka record is one value
+        let fp = fingerprint(topic, key, &self.buf);
+        if let Some(n) = self.suppress.get_mut(&fp) {
+            *n -= 1;
+            if *n == 0 {
+                self.suppress.remove(&fp);
+            }
+            self.suppressed += 1;
+            return Ok(());
+        }
+        while self.producer.context().in_flight.load(Ordering::Relaxed) >= self.max_in_flight {
+            self.producer.poll(POLL_WAIT);
+            self.check_failures()?;
+            stop.check_deadline()?;
+        }
+        let mut record = BaseRecord::to(topic)
+            .key(key)
+            .payload(self.buf.as_slice())
+            .headers(output_headers(self.task));
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    record = back;
+                    self.producer.poll(POLL_WAIT);
+                    self.check_failures()?;
+                    stop.check_deadline()?;
+                }
+                Err((e, _)) => {
+                    return Err(ServiceError::Fatal(format!("producing to {topic}: {e}")))
+                }
+            }
+        }
+        self.producer
+            .context()
+            .in_flight
+            .fetch_add(1, Ordering::Relaxed);
+        self.written += 1;
+        Ok(())
+    }
+
+    fn check_failures(&self) -> Result<(), ServiceError> {
+        let d = self.producer.context();
+        if d.failed.load(Ordering::Relaxed) == 0 {
+            return Ok(());
+        }
+        let first = d
+            .first_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .unwrap_or_default();
+        Err(ServiceError::Fatal(format!(
+            "an output could not be delivered: {first}"
+        )))
+    }
+
+    /// Waits until every output produced is acknowledged; returns the next offset after this
+    /// task's last acknowledged record in each output partition it wrote to.
+    pub fn flush(&mut self, stop: &Stop) -> Result<BTreeMap<OutputPartition, i64>, ServiceError> {
+        while self.producer.context().in_flight.load(Ordering::Relaxed) > 0 {
+            self.producer.poll(POLL_WAIT);
+            self.check_failures()?;
+            stop.check_deadline()?;
+        }
+        self.check_failures()?;
+        let acked = self
+            .producer
+            .context()
+            .acked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        Ok(acked.iter().map(|(tp, o)| (tp.clone(), o + 1)).collect())
+    }
+
+    pub fn topics(&self) -> &OutputTopics {
+        &self.topics
+    }
+
+    pub fn producer(&self) -> &BaseProducer<Deliveries> {
+        &self.producer
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fingerprint;
+
+    #[test]
+    fn fingerprints_separate_topic_key_and_value() {
+        let a = fingerprint("t", b"k", b"v");
+        assert_eq!(a, fingerprint("t", b"k", b"v"));
+        assert_ne!(a, fingerprint("t", b"kv", b""));
+        assert_ne!(a, fingerprint("u", b"k", b"v"));
+        assert_ne!(a, fingerprint("t", b"k", b"w"));
+    }
+}

@@ -1,0 +1,630 @@
+//! The state stage: one engine per partition of the internal log, checkpointed to Kafka.
+//!
+//! Owns: the state task's life (restore on assignment, process, checkpoint, drop on revocation)
+//! and the checkpoint protocol:
+//!
+//! 1. wait until every output produced so far is acknowledged (the output frontier moves);
+//! 2. in one Kafka transaction on the changelog: the engine's changed entries, the checkpoint
+//!    record (epoch, log offset, applied input offsets, output frontier) and the log consumer's
+//!    offset (`send_offsets_to_transaction`). The transaction commit is the commit point.
+//!
+//! On assignment the task reads its changelog partition (read_committed: an interrupted
+//! checkpoint is invisible), rebuilds the engine, reads back what it wrote to the output topics
+//! after the checkpoint's frontier, and resumes the log at the checkpoint's offset. Processing is
+//! deterministic, so what it produces again is byte-identical to what is already there and is
+//! suppressed: every reader, read_uncommitted included, sees each output once.
+//!
+//! Must not: apply a rule (the engine does), or read the clock for anything but when to
+//! checkpoint and timeouts.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+use crate::config::Config;
+use crate::engine::changelog::ChangelogEntry;
+use crate::engine::{Engine, Outputs};
+use crate::kafka::client::{consumer_config, create, create_with_context, producer_config};
+use crate::metrics::Metrics;
+use crate::parse::{Parsed, Parser};
+
+use super::checkpoint::{Checkpoint, CHECKPOINT_KEY};
+use super::health::{Health, Observed};
+use super::outputs::{OutputPartition, OutputWriter};
+use super::wire::{self, Channel, LogRecord, TASK_HEADER};
+use super::{ServiceError, ServiceTopics, Stop};
+
+/// How long one broker round trip of the checkpoint may take before it is retried.
+const ROUND_TRIP: Duration = Duration::from_secs(30);
+/// Messages applied before their outputs are written and metrics brought up to date.
+const BATCH: usize = 512;
+
+/// One partition of the internal log and everything it owns.
+struct StateTask {
+    partition: i32,
+    engine: Engine,
+    parser: Parser,
+    /// Highest input offset applied per channel: a record forwarded again is skipped.
+    applied: BTreeMap<Channel, i64>,
+    frontier: BTreeMap<OutputPartition, i64>,
+    epoch: u64,
+    /// The next log offset to apply; everything before it is in the state.
+    log_next: i64,
+    /// Log offset at the last checkpoint: nothing new since means nothing to write.
+    checkpointed_at: i64,
+    last_checkpoint: Instant,
+    outputs: OutputWriter,
+    changelog: BaseProducer,
+    out: Outputs,
+    parsed: Vec<Parsed>,
+}
+
+/// The state stage of one instance: a consumer of the internal log in the state group.
+pub struct StateStage {
+    config: Config,
+    topics: ServiceTopics,
+    consumer: BaseConsumer<Observed>,
+    metrics: Metrics,
+    health: Arc<Health>,
+    rebalanced: Arc<AtomicBool>,
+    task: Option<StateTask>,
+    /// Whether this process restored a task before: a second restore rebases the counters.
+    restored_before: bool,
+}
+
+impl StateStage {
+    pub fn new(
+        config: &Config,
+        topics: &ServiceTopics,
+        metrics: Metrics,
+        health: Arc<Health>,
+    ) -> Result<StateStage, ServiceError> {
+        let mut cfg = consumer_config(&config.kafka);
+        cfg.set("group.id", &topics.state_group);
+        cfg.set("statistics.interval.ms", "1000");
+        // A restore of millions of keys happens inside the poll loop: give it time.
+        cfg.set("max.poll.interval.ms", "1800000");
+        cfg.set("isolation.level", "read_committed");
+        let rebalanced = Arc::new(AtomicBool::new(false));
+        let consumer: BaseConsumer<Observed> = create_with_context(
+            &cfg,
+            Observed {
+                health: health.clone(),
+                lag: Some(metrics.consumer_lag.clone()),
+                rebalanced: Some(rebalanced.clone()),
+            },
+        )?;
+        consumer
+            .subscribe(&[topics.log.as_str()])
+            .map_err(|e| ServiceError::Fatal(format!("subscribing to {}: {e}", topics.log)))?;
+        Ok(StateStage {
+            config: config.clone(),
+            topics: topics.clone(),
+            consumer,
+            metrics,
+            health,
+            rebalanced,
+            task: None,
+            restored_before: false,
+        })
+    }
+
+    /// Runs until `stop` is requested, then checkpoints and returns.
+    pub fn run(mut self, stop: &Stop) -> Result<(), ServiceError> {
+        while !stop.requested() {
+            self.follow_assignment(stop)?;
+            let mut applied = 0;
+            let mut wait = Duration::from_millis(100);
+            while applied < BATCH {
+                match self.consumer.poll(wait) {
+                    None => break,
+                    Some(Ok(m)) => {
+                        Self::apply(self.task.as_mut(), &self.metrics, &m)?;
+                        applied += 1;
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "state consumer error");
+                        break;
+                    }
+                }
+                wait = Duration::ZERO;
+            }
+            if let Err(e) = self.write_outputs(stop) {
+                self.on_task_error(e)?;
+                continue;
+            }
+            let due = self.task.as_ref().is_some_and(|t| {
+                t.last_checkpoint.elapsed() >= self.config.service.commit_interval
+            });
+            if due {
+                if let Err(e) = self.checkpoint(stop) {
+                    self.on_task_error(e)?;
+                }
+            }
+        }
+        if self.task.is_some() {
+            self.write_outputs(stop)?;
+            self.checkpoint(stop)?;
+            tracing::info!("state checkpointed for shutdown");
+        }
+        Ok(())
+    }
+
+    /// A task that lost its partition or its changelog producer is dropped; it is restored
+    /// again from the changelog if the partition is still ours. Anything else stops the service.
+    fn on_task_error(&mut self, e: ServiceError) -> Result<(), ServiceError> {
+        match e {
+            ServiceError::TaskLost(why) => {
+                tracing::warn!(reason = %why, "state task dropped; it restores from its checkpoint");
+                self.task = None;
+                Ok(())
+            }
+            other => Err(other),
+        }
+    }
+
+    /// Drops a task whose partition was revoked; restores the one assigned.
+    fn follow_assignment(&mut self, stop: &Stop) -> Result<(), ServiceError> {
+        let assigned: Vec<i32> = match self.consumer.assignment() {
+            Ok(tpl) => tpl
+                .elements()
+                .iter()
+                .filter(|e| e.topic() == self.topics.log)
+                .map(|e| e.partition())
+                .collect(),
+            Err(_) => return Ok(()),
+        };
+        if let Some(t) = &self.task {
+            if !assigned.contains(&t.partition) {
+                tracing::info!(partition = t.partition, "state partition revoked");
+                self.task = None;
+            }
+        }
+        if self.task.is_none() {
+            if let Some(&partition) = assigned.first() {
+                self.health.set_state_ready(false);
+                match self.restore(partition, stop) {
+                    Ok(task) => self.task = Some(task),
+                    Err(ServiceError::TaskLost(why)) => {
+                        tracing::warn!(partition, reason = %why, "restore interrupted; retrying");
+                        return Ok(());
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        let known = self.rebalanced.load(Ordering::Relaxed);
+        self.health.set_state_ready(known);
+        Ok(())
+    }
+
+    fn restore(&mut self, partition: i32, stop: &Stop) -> Result<StateTask, ServiceError> {
+        let started = Instant::now();
+        let changelog = self.changelog_producer(partition, stop)?;
+        let reader = self.reader("read_committed")?;
+        let (engine, checkpoint, records) = read_changelog(
+            &self.config,
+            &reader,
+            &self.topics.changelog,
+            partition,
+            stop,
+        )?;
+        let mut outputs = OutputWriter::new(&self.config, partition)?;
+        let first_start = checkpoint.is_none();
+        let checkpoint = checkpoint.unwrap_or_default();
+        let mut frontier = checkpoint.frontier();
+        let output_reader = self.reader("read_uncommitted")?;
+        let mut found = 0u64;
+        for topic in outputs.topics().names.clone() {
+            for p in partitions_of(&output_reader, &topic)? {
+                let (low, high) = output_reader
+                    .fetch_watermarks(&topic, p, ROUND_TRIP)
+                    .map_err(|e| ServiceError::TaskLost(format!("watermarks of {topic}: {e}")))?;
+                let from = match frontier.get(&(topic.clone(), p)) {
+                    Some(&f) => f.max(low),
+                    // First start: nothing after the current end is ours yet.
+                    None if first_start => high,
+                    // A partition the checkpoint does not know: read it whole.
+                    None => low,
+                };
+                frontier.insert((topic.clone(), p), from);
+                found += read_own_outputs(
+                    &output_reader,
+                    &topic,
+                    p,
+                    from,
+                    high,
+                    partition,
+                    &mut outputs,
+                    stop,
+                )?;
+            }
+        }
+        if self.restored_before {
+            self.metrics.rebase_stats(engine.stats());
+        }
+        self.restored_before = true;
+        let seconds = started.elapsed().as_secs_f64();
+        self.metrics.restores.inc();
+        self.metrics.restored_records.inc_by(records);
+        self.metrics.restore_duration.observe(seconds);
+        self.metrics.resume_offset.set(checkpoint.log_offset);
+        tracing::info!(
+            partition,
+            changelog_records = records,
+            epoch = checkpoint.epoch,
+            resume_offset = checkpoint.log_offset,
+            outputs_to_suppress = found,
+            seconds,
+            "state restored"
+        );
+        let mut task = StateTask {
+            partition,
+            engine,
+            parser: Parser::new(&self.config.engine, &self.config.orders),
+            applied: checkpoint.applied(),
+            frontier,
+            epoch: checkpoint.epoch,
+            log_next: checkpoint.log_offset,
+            checkpointed_at: checkpoint.log_offset,
+            last_checkpoint: Instant::now(),
+            outputs,
+            changelog,
+            out: Outputs::default(),
+            parsed: Vec::new(),
+        };
+        if first_start {
+            // Record the frontier before the first output: a crash before the next checkpoint
+            // must find what it wrote after it.
+            self.commit(&mut task, stop)?;
+        }
+        Ok(task)
+    }
+
+    fn changelog_producer(
+        &self,
+        partition: i32,
+        stop: &Stop,
+    ) -> Result<BaseProducer, ServiceError> {
+        let mut cfg = producer_config(&self.config.kafka);
+        cfg.set(
+            "transactional.id",
+            format!("{}-{partition}", self.topics.state_group),
+        );
+        let producer: BaseProducer = create(&cfg)?;
+        // Fences any earlier owner of this partition and aborts its open checkpoint.
+        loop {
+            match producer.init_transactions(ROUND_TRIP) {
+                Ok(()) => return Ok(producer),
+                Err(e) if is_retriable(&e) => {
+                    tracing::warn!(error = %e, "changelog producer not ready; retrying");
+                    stop.check_deadline()?;
+                }
+                Err(e) => {
+                    return Err(ServiceError::TaskLost(format!(
+                        "changelog producer for partition {partition}: {e}"
+                    )))
+                }
+            }
+        }
+    }
+
+    fn reader(&self, isolation: &str) -> Result<BaseConsumer, ServiceError> {
+        let mut cfg: ClientConfig = consumer_config(&self.config.kafka);
+        cfg.remove("group.id");
+        cfg.set("enable.partition.eof", "true");
+        cfg.set("isolation.level", isolation);
+        Ok(create(&cfg)?)
+    }
+
+    /// Applies one log record to the task of its partition.
+    fn apply(
+        task: Option<&mut StateTask>,
+        metrics: &Metrics,
+        m: &BorrowedMessage<'_>,
+    ) -> Result<(), ServiceError> {
+        let Some(task) = task.filter(|t| t.partition == m.partition()) else {
+            // Fetched before a revocation was noticed; the next owner reads it again.
+            return Ok(());
+        };
+        let offset = m.offset();
+        if offset < task.log_next {
+            return Ok(()); // already in the restored state
+        }
+        match wire::read(m.headers()) {
+            Ok(LogRecord::Forwarded {
+                channel,
+                offset: origin,
+            }) => {
+                if task.applied.get(&channel).is_some_and(|&a| a >= origin) {
+                    metrics.replayed_records.inc();
+                } else {
+                    task.parser.parse(
+                        channel.input,
+                        channel.partition,
+                        origin,
+                        m.payload(),
+                        &mut task.parsed,
+                    );
+                    for p in task.parsed.drain(..) {
+                        task.engine.process(p, &mut task.out);
+                    }
+                    task.applied.insert(channel, origin);
+                }
+            }
+            Ok(LogRecord::Idle(channel)) => {
+                task.engine.mark_idle(channel.input, &mut task.out); // TEMP until channel watermarks land
+            }
+            Err(e @ wire::WireError::TooNew(_)) => return Err(ServiceError::Fatal(e.to_string())),
+            Err(e) => {
+                tracing::error!(offset, error = %e, "skipping an internal record that is not onecount's");
+            }
+        }
+        task.log_next = offset + 1;
+        Ok(())
+    }
+
+    fn write_outputs(&mut self, stop: &Stop) -> Result<(), ServiceError> {
+        let Some(task) = self.task.as_mut() else {
+            return Ok(());
+        };
+        crate::replay::observe(&mut self.metrics, &task.out, &task.engine);
+        let before = task.outputs.suppressed;
+        task.outputs.write(&mut task.out, stop)?;
+        self.metrics
+            .outputs_suppressed
+            .inc_by(task.outputs.suppressed - before);
+        Ok(())
+    }
+
+    fn checkpoint(&mut self, stop: &Stop) -> Result<(), ServiceError> {
+        let Some(mut task) = self.task.take() else {
+            return Ok(());
+        };
+        let result = if task.log_next == task.checkpointed_at {
+            task.last_checkpoint = Instant::now();
+            Ok(())
+        } else {
+            self.commit(&mut task, stop)
+        };
+        self.task = Some(task);
+        result
+    }
+
+    /// Writes a checkpoint of `task` (see the module docs for the protocol).
+    fn commit(&self, task: &mut StateTask, stop: &Stop) -> Result<(), ServiceError> {
+        for (tp, next) in task.outputs.flush(stop)? {
+            let f = task.frontier.entry(tp).or_insert(next);
+            *f = (*f).max(next);
+        }
+        let entries = task.engine.take_changes();
+        let checkpoint =
+            Checkpoint::new(task.epoch + 1, task.log_next, &task.applied, &task.frontier);
+        let txn = &task.changelog;
+        let lost =
+            |what: &str, e: KafkaError| ServiceError::TaskLost(format!("checkpoint {what}: {e}"));
+        txn.begin_transaction().map_err(|e| lost("begin", e))?;
+        let topic = self.topics.changelog.as_str();
+        for ChangelogEntry { key, value } in &entries {
+            send_retrying(txn, topic, task.partition, key, value.as_deref(), stop)?;
+        }
+        let encoded = checkpoint.encode();
+        send_retrying(
+            txn,
+            topic,
+            task.partition,
+            CHECKPOINT_KEY,
+            Some(&encoded),
+            stop,
+        )?;
+        let mut offsets = TopicPartitionList::new();
+        offsets
+            .add_partition_offset(
+                &self.topics.log,
+                task.partition,
+                Offset::Offset(task.log_next),
+            )
+            .map_err(|e| lost("offsets", e))?;
+        let group = self
+            .consumer
+            .group_metadata()
+            .ok_or_else(|| ServiceError::TaskLost("no consumer group metadata".into()))?;
+        retry(stop, || {
+            txn.send_offsets_to_transaction(&offsets, &group, ROUND_TRIP)
+        })
+        .map_err(|e| lost("offset commit", e))?;
+        retry(stop, || txn.commit_transaction(ROUND_TRIP)).map_err(|e| lost("commit", e))?;
+        task.epoch = checkpoint.epoch;
+        task.checkpointed_at = task.log_next;
+        task.last_checkpoint = Instant::now();
+        tracing::debug!(
+            partition = task.partition,
+            epoch = task.epoch,
+            log_offset = task.log_next,
+            entries = entries.len(),
+            "checkpoint committed"
+        );
+        Ok(())
+    }
+}
+
+fn is_retriable(e: &KafkaError) -> bool {
+    match e {
+        KafkaError::Transaction(t) => t.is_retriable(),
+        _ => false,
+    }
+}
+
+/// Retries a transactional call while librdkafka says it may (a timeout while the broker is
+/// away), until the stop deadline.
+fn retry(stop: &Stop, mut call: impl FnMut() -> Result<(), KafkaError>) -> Result<(), KafkaError> {
+    loop {
+        match call() {
+            Err(e) if is_retriable(&e) => {
+                if stop.check_deadline().is_err() {
+                    return Err(e);
+                }
+                tracing::warn!(error = %e, "checkpoint step retried");
+            }
+            other => return other,
+        }
+    }
+}
+
+fn send_retrying(
+    producer: &BaseProducer,
+    topic: &str,
+    partition: i32,
+    key: &[u8],
+    value: Option<&[u8]>,
+    stop: &Stop,
+) -> Result<(), ServiceError> {
+    let mut record: BaseRecord<'_, [u8], [u8]> =
+        BaseRecord::to(topic).key(key).partition(partition);
+    if let Some(v) = value {
+        record = record.payload(v);
+    }
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                record = back;
+                producer.poll(Duration::from_millis(50));
+                stop.check_deadline()?;
+            }
+            Err((e, _)) => return Err(ServiceError::TaskLost(format!("changelog write: {e}"))),
+        }
+    }
+}
+
+fn partitions_of(reader: &BaseConsumer, topic: &str) -> Result<Vec<i32>, ServiceError> {
+    let md = reader
+        .fetch_metadata(Some(topic), ROUND_TRIP)
+        .map_err(|e| ServiceError::TaskLost(format!("metadata of {topic}: {e}")))?;
+    Ok(md
+        .topics()
+        .iter()
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect())
+}
+
+/// Reads changelog partition `partition` whole into a restored engine.
+fn read_changelog(
+    config: &Config,
+    reader: &BaseConsumer,
+    topic: &str,
+    partition: i32,
+    stop: &Stop,
+) -> Result<(Engine, Option<Checkpoint>, u64), ServiceError> {
+    let (low, high) = reader
+        .fetch_watermarks(topic, partition, ROUND_TRIP)
+        .map_err(|e| ServiceError::TaskLost(format!("watermarks of {topic}: {e}")))?;
+    let mut checkpoint = None;
+    let mut records = 0u64;
+    let mut failure = None;
+    let engine = if low == high {
+        Engine::restore(&config.engine, &config.orders, std::iter::empty())
+    } else {
+        assign(reader, topic, partition, Offset::Beginning)?;
+        let entries = std::iter::from_fn(|| loop {
+            if failure.is_some() {
+                return None;
+            }
+            match reader.poll(Duration::from_millis(200)) {
+                None => {
+                    if let Err(e) = stop.check_deadline() {
+                        failure = Some(e);
+                    }
+                }
+                Some(Err(KafkaError::PartitionEOF(_))) => return None,
+                Some(Err(e)) => tracing::warn!(error = %e, "reading the changelog"),
+                Some(Ok(m)) => {
+                    records += 1;
+                    let key = m.key().unwrap_or_default();
+                    if key == CHECKPOINT_KEY {
+                        match m.payload().map(Checkpoint::decode) {
+                            Some(Ok(c)) => checkpoint = Some(c),
+                            Some(Err(e)) => failure = Some(ServiceError::Fatal(e.to_string())),
+                            None => {}
+                        }
+                        continue;
+                    }
+                    return Some(ChangelogEntry {
+                        key: key.to_vec(),
+                        value: m.payload().map(<[u8]>::to_vec),
+                    });
+                }
+            }
+        });
+        Engine::restore(&config.engine, &config.orders, entries)
+    };
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    let engine = engine
+        .map_err(|e| ServiceError::Fatal(format!("changelog of partition {partition}: {e}")))?;
+    Ok((engine, checkpoint, records))
+}
+
+fn assign(
+    reader: &BaseConsumer,
+    topic: &str,
+    partition: i32,
+    from: Offset,
+) -> Result<(), ServiceError> {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, from)
+        .map_err(|e| ServiceError::Fatal(e.to_string()))?;
+    reader
+        .assign(&tpl)
+        .map_err(|e| ServiceError::TaskLost(format!("assigning {topic}/{partition}: {e}")))
+}
+
+/// Reads `topic`/`partition` in [from, to) and registers the records task `task` wrote for
+/// suppression. Returns how many it found.
+#[allow(clippy::too_many_arguments)]
+fn read_own_outputs(
+    reader: &BaseConsumer,
+    topic: &str,
+    partition: i32,
+    from: i64,
+    to: i64,
+    task: i32,
+    outputs: &mut OutputWriter,
+    stop: &Stop,
+) -> Result<u64, ServiceError> {
+    if from >= to {
+        return Ok(0);
+    }
+    assign(reader, topic, partition, Offset::Offset(from))?;
+    let task_text = task.to_string();
+    let mut found = 0;
+    loop {
+        match reader.poll(Duration::from_millis(200)) {
+            None => stop.check_deadline()?,
+            Some(Err(KafkaError::PartitionEOF(_))) => return Ok(found),
+            Some(Err(e)) => tracing::warn!(error = %e, "reading back outputs"),
+            Some(Ok(m)) => {
+                if wire::header(m.headers(), TASK_HEADER) == Some(task_text.as_str()) {
+                    outputs.expect_already_written(
+                        topic,
+                        m.key().unwrap_or_default(),
+                        m.payload().unwrap_or_default(),
+                    );
+                    found += 1;
+                }
+                if m.offset() + 1 >= to {
+                    return Ok(found);
+                }
+            }
+        }
+    }
+}
