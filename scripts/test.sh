@@ -12,6 +12,8 @@ scripts/install-deps.sh
 
 ONECOUNT_TEST_KAFKA="$(scripts/kafka-broker.sh start)"
 export ONECOUNT_TEST_KAFKA
+ONECOUNT_TEST_KAFKA_PROXY="$(scripts/kafka-broker.sh proxied)" # "LISTEN UPSTREAM": tests/support_kafka/proxy.rs
+export ONECOUNT_TEST_KAFKA_PROXY
 
 on_exit() {
     local rc=$?

@@ -8,6 +8,9 @@
 //! partitions: a topic is read partition by partition up to its high watermark.
 #![allow(dead_code)] // each test file uses its own part of the harness
 
+pub mod proxy;
+pub mod service;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::CString;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -100,6 +103,9 @@ fn plain_consumer() -> BaseConsumer {
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("enable.partition.eof", "false")
+        // Everything written, aborted transactions included: a reader that sees a record once
+        // too often is what the exactly-once tests must catch, whatever the writer did.
+        .set("isolation.level", "read_uncommitted")
         .create()
         .expect("a consumer")
 }

@@ -1,0 +1,650 @@
+//! `onecount run` against the real broker (`ONECOUNT_TEST_KAFKA`, and for the outage test
+//! `ONECOUNT_TEST_KAFKA_PROXY`; both set by scripts/test.sh): whatever happens to the service
+//! (a restart, five crashes under load, instances joining and leaving, a 20 s broker outage),
+//! the output topics end up exactly as the generator's truth says: every conversion once,
+//! every discrepancy once, every dead letter, the revenue to the micro-unit. The service is
+//! driven from outside as an operator would: a config file, signals, HTTP.
+//!
+//! Also here, without a broker: the harness's own pieces (the proxy, the metrics parser, and
+//! the truth comparison, checked on `onecount replay`'s outputs).
+
+mod support_kafka;
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use onecount::generate::{generate_to_dir, GenerateOptions, Line, Truth, VecSink};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::ClientConfig;
+use serde_json::Value;
+use support_kafka::proxy::{proxied_broker, Proxy};
+use support_kafka::service::{
+    generated, http_get, one_at_a_time, parse_metrics, publish_all, publish_gradually,
+    truth_differences, Metrics, Outputs, Service, Setup,
+};
+
+/// How long a SIGTERMed instance may take to exit: the configured `shutdown_timeout` (20 s)
+/// plus a margin.
+const EXIT_TIMEOUT: Duration = Duration::from_secs(30);
+
+const CONVERSIONS: &str = "onecount_conversions_total";
+const DUPLICATES: &str = "onecount_duplicates_total";
+const RESTORES: &str = "onecount_state_restores_total";
+const RESTORED_RECORDS: &str = "onecount_state_restored_records_total";
+const RESUME_OFFSET: &str = "onecount_state_resume_offset";
+const SUPPRESSED: &str = "onecount_outputs_suppressed_total";
+const BROKER_UP: &str = "onecount_kafka_broker_up";
+
+/// SIGTERM, and the exit must be a clean 0.
+fn stop_cleanly(service: Service) {
+    let name = service.name().to_string();
+    let status = service.terminate(EXIT_TIMEOUT);
+    assert!(
+        status.success(),
+        "{name} exited with {status} after SIGTERM"
+    );
+}
+
+/// Sleeps `duration`, failing at once if `service` exits meanwhile.
+fn sleep_running(service: &mut Service, duration: Duration) {
+    let until = Instant::now() + duration;
+    while Instant::now() < until {
+        service.assert_running();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A scrape that must succeed.
+fn scrape(service: &Service) -> Metrics {
+    service
+        .metrics()
+        .unwrap_or_else(|| panic!("{}: /metrics does not answer", service.name()))
+}
+
+#[test]
+fn end_to_end_outputs_match_truth() {
+    let _one = one_at_a_time();
+    let setup = Setup::new("e2e");
+    setup.create_inputs();
+    let (truth, lines) = generated(8_000, 101);
+    publish_all(&setup, lines);
+
+    let mut service = setup.start();
+    service.wait_ready();
+    setup.wait_for_truth(&truth, &mut [&mut service]);
+
+    // One instance did everything: its own accounting agrees with the topics.
+    let m = scrape(&service);
+    assert_eq!(
+        m.sum(CONVERSIONS),
+        truth.conversions as f64,
+        "{CONVERSIONS}"
+    );
+    assert!(
+        m.sum(RESTORES) >= PARTITIONS_F64,
+        "{RESTORES}: one per state partition"
+    );
+    assert!(m.has(RESUME_OFFSET), "{RESUME_OFFSET} is exported");
+    assert_eq!(m.sum(RESUME_OFFSET), 0.0, "{RESUME_OFFSET}: a first start");
+    assert_eq!(m.sum(BROKER_UP), 1.0, "{BROKER_UP}");
+    stop_cleanly(service);
+}
+
+/// The state partitions one instance owns when it is alone.
+const PARTITIONS_F64: f64 = support_kafka::service::PARTITIONS as f64;
+
+#[test]
+fn restore_after_restart_catches_a_later_duplicate() {
+    let _one = one_at_a_time();
+    let setup = Setup::new("restart");
+    setup.create_inputs();
+    let (truth, lines) = generated(5_000, 202);
+    let browser_lines = lines.browser.clone();
+    publish_all(&setup, lines);
+
+    let mut first = setup.start();
+    first.wait_ready();
+    let outputs = setup.wait_for_truth(&truth, &mut [&mut first]);
+    stop_cleanly(first);
+
+    let mut second = setup.start();
+    second.wait_ready();
+    let restored = scrape(&second);
+    assert!(
+        restored.sum(RESTORED_RECORDS) > 0.0,
+        "{RESTORED_RECORDS} on the restarted instance: {}",
+        restored.sum(RESTORED_RECORDS)
+    );
+    assert!(restored.sum(RESTORES) >= PARTITIONS_F64, "{RESTORES}");
+
+    // A browser event already published (and turned into a conversion) arrives once more: the
+    // restored state must know its key.
+    let repeat = repeatable_browser_line(&browser_lines, &outputs);
+    let duplicates_before = restored.sum(DUPLICATES);
+    publish_all(
+        &setup,
+        VecSink {
+            browser: vec![repeat],
+            ..VecSink::default()
+        },
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        second.assert_running();
+        let now = scrape(&second).sum(DUPLICATES);
+        if now > duplicates_before {
+            assert_eq!(now, duplicates_before + 1.0, "{DUPLICATES}: one repeat");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{DUPLICATES} still {now} a minute after the repeat was published"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // Still exactly the truth: no second conversion for the repeat.
+    setup.wait_for_truth(&truth, &mut [&mut second]);
+    stop_cleanly(second);
+}
+
+/// A browser line that became (part of) a conversion and is the only line with its event_id,
+/// from the middle of the traffic: well inside the dedup TTL of the last event time, and well
+/// behind the watermark, so its repeat is applied at once and can only be a duplicate.
+fn repeatable_browser_line(lines: &[Line], outputs: &Outputs) -> Line {
+    let with_browser_copy: std::collections::BTreeSet<String> = outputs
+        .conversions
+        .iter()
+        .filter_map(|r| {
+            let v: Value = serde_json::from_str(r.value.as_deref()?).ok()?;
+            (v["sources"] != "server").then(|| v["event_id"].as_str().map(str::to_string))?
+        })
+        .collect();
+    let mut per_key: std::collections::BTreeMap<&str, usize> = Default::default();
+    for k in lines.iter().filter_map(|l| l.key.as_deref()) {
+        *per_key.entry(k).or_default() += 1;
+    }
+    lines[lines.len() / 2..]
+        .iter()
+        .find(|l| {
+            l.key.as_deref().is_some_and(|k| {
+                per_key[k] == 1 && with_browser_copy.contains(k) && l.value.is_some()
+            })
+        })
+        .cloned()
+        .expect("a browser event that became a conversion")
+}
+
+#[test]
+fn crash_kill_9_five_times_exactly_once() {
+    let _one = one_at_a_time();
+    let setup = Setup::new("crash");
+    setup.create_inputs();
+    let (truth, lines) = generated(50_000, 303);
+    // About a minute of traffic, so the kills land while it flows.
+    let publisher = publish_gradually(&setup, lines, 300, Duration::from_millis(200));
+
+    let mut rng = ChaCha8Rng::seed_from_u64(303);
+    // Scraped just before each kill of a restarted instance, then the last one at the end.
+    let mut restarted: Vec<Metrics> = Vec::new();
+    let mut kills = 0;
+    let mut service = setup.start();
+    while kills < 5 || (!publisher.is_finished() && kills < 10) {
+        // From spawn: some kills land before the group gave it partitions (a dead member is
+        // only noticed after session.timeout.ms = 6 s), most while it restores or processes.
+        let delay = Duration::from_millis(rng.gen_range(4_000..12_000));
+        sleep_running(&mut service, delay);
+        if kills > 0 {
+            restarted.extend(service.metrics());
+        }
+        service.kill9();
+        kills += 1;
+        service = setup.start();
+    }
+    let published = publisher.join().expect("the publisher panicked");
+    assert!(published.total() > 0);
+    service.wait_ready();
+    setup.wait_for_truth(&truth, &mut [&mut service]);
+    restarted.push(scrape(&service));
+    stop_cleanly(service);
+
+    let summary: Vec<String> = restarted
+        .iter()
+        .map(|m| {
+            format!(
+                "restored_records={} resume_offset={} suppressed={}",
+                m.sum(RESTORED_RECORDS),
+                m.sum(RESUME_OFFSET),
+                m.sum(SUPPRESSED)
+            )
+        })
+        .collect();
+    assert!(
+        restarted
+            .iter()
+            .any(|m| m.sum(RESTORED_RECORDS) > 0.0 && m.sum(RESUME_OFFSET) > 0.0),
+        "no restarted instance restored state and resumed past offset 0 ({kills} kills): \
+         {summary:?}"
+    );
+    assert!(
+        restarted.iter().map(|m| m.sum(SUPPRESSED)).sum::<f64>() > 0.0,
+        "no restarted instance suppressed an output written before its crash ({kills} kills): \
+         {summary:?}"
+    );
+}
+
+#[test]
+fn rebalance_instances_join_and_leave() {
+    let _one = one_at_a_time();
+    let setup = Setup::new("rebalance");
+    setup.create_inputs();
+    let (truth, lines) = generated(20_000, 404);
+    let publisher = publish_gradually(&setup, lines, 200, Duration::from_millis(250));
+
+    let mut first = setup.start();
+    first.wait_ready();
+    sleep_running(&mut first, Duration::from_secs(6));
+    let mut second = setup.start();
+    second.wait_ready();
+    sleep_running(&mut first, Duration::from_secs(6));
+    let mut third = setup.start();
+    third.wait_ready();
+    sleep_running(&mut first, Duration::from_secs(8));
+    second.assert_running();
+    third.assert_running();
+
+    // Leave one by one, the first instance staying to the end.
+    stop_cleanly(third);
+    sleep_running(&mut first, Duration::from_secs(5));
+    second.assert_running();
+    stop_cleanly(second);
+
+    publisher.join().expect("the publisher panicked");
+    first.wait_ready();
+    setup.wait_for_truth(&truth, &mut [&mut first]);
+    stop_cleanly(first);
+}
+
+#[test]
+fn broker_unreachable_for_20s_then_recovers() {
+    let _one = one_at_a_time();
+    let (listen, upstream) = proxied_broker();
+    let proxy = Proxy::start(listen, upstream)
+        .unwrap_or_else(|e| panic!("starting the proxy on {listen} (the advertised port): {e}"));
+    let setup = Setup::with_service_brokers("outage", &listen.to_string());
+    setup.create_inputs();
+    let (truth, lines) = generated(10_000, 505);
+    let publisher = publish_gradually(&setup, lines, 150, Duration::from_millis(300));
+
+    let mut service = setup.start();
+    service.wait_ready();
+    sleep_running(&mut service, Duration::from_secs(5));
+    assert!(proxy.forwarded() > 0, "the service talks through the proxy");
+
+    proxy.cut();
+    let cut_until = Instant::now() + Duration::from_secs(20);
+    let (mut saw_unready, mut saw_broker_down) = (None, false);
+    while Instant::now() < cut_until {
+        service.assert_running();
+        if let Ok((code, body)) = service.get("/readyz") {
+            if code == 503 && saw_unready.is_none() {
+                saw_unready = Some(body);
+            }
+        }
+        saw_broker_down |= service
+            .metrics()
+            .is_some_and(|m| m.has(BROKER_UP) && m.sum(BROKER_UP) == 0.0);
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert!(
+        proxy.refused() > 0,
+        "the service tried to reconnect during the cut"
+    );
+    proxy.restore();
+    assert!(
+        saw_unready.is_some(),
+        "/readyz never answered 503 during a 20 s outage"
+    );
+    assert!(
+        saw_broker_down,
+        "{BROKER_UP} never went to 0 during the outage"
+    );
+
+    service.wait_ready();
+    publisher.join().expect("the publisher panicked");
+    setup.wait_for_truth(&truth, &mut [&mut service]);
+    assert_eq!(scrape(&service).sum(BROKER_UP), 1.0, "{BROKER_UP} after");
+    stop_cleanly(service);
+    drop(proxy);
+}
+
+/// The outage test's premise, without the service: a client bootstrapped at the proxy reaches
+/// the broker only through it (the PROXIED listener is advertised at the proxy's address), so a
+/// cut takes the broker away from that client alone.
+#[test]
+fn the_proxied_listener_reaches_the_broker_only_through_the_proxy() {
+    let _one = one_at_a_time();
+    let (listen, upstream) = proxied_broker();
+    let proxy = Proxy::start(listen, upstream)
+        .unwrap_or_else(|e| panic!("starting the proxy on {listen}: {e}"));
+    let topic = support_kafka::random_name("proxied");
+    support_kafka::service::block_on(support_kafka::create_topic(&topic, 1));
+    let client: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", listen.to_string())
+        .set("group.id", support_kafka::random_name("proxied-client"))
+        .set("reconnect.backoff.max.ms", "500")
+        .create()
+        .unwrap();
+    let brokers_seen = |timeout: Duration| -> Result<Vec<String>, String> {
+        let md = client
+            .fetch_metadata(Some(&topic), timeout)
+            .map_err(|e| e.to_string())?;
+        Ok(md
+            .brokers()
+            .iter()
+            .map(|b| format!("{}:{}", b.host(), b.port()))
+            .collect())
+    };
+    assert_eq!(
+        brokers_seen(Duration::from_secs(10)).unwrap(),
+        vec![listen.to_string()],
+        "the broker advertises the proxy's address on this listener"
+    );
+    assert!(proxy.forwarded() > 0);
+
+    proxy.cut();
+    let during = brokers_seen(Duration::from_secs(3));
+    assert!(during.is_err(), "metadata through a cut proxy: {during:?}");
+    // The test's own clients use the other listener, unaffected.
+    assert_eq!(support_kafka::partition_count(&topic), 1);
+
+    proxy.restore();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while brokers_seen(Duration::from_secs(2)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "no metadata 30 s after the restore"
+        );
+    }
+}
+
+/// The completion wait on real topics, without the service: a replay's outputs written to the
+/// output topics (keyed as the service keys them, over three partitions) match the truth, and
+/// the wait returns.
+#[test]
+fn truth_wait_reads_the_output_topics_whole() {
+    let _one = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let (input, output) = (dir.path().join("in"), dir.path().join("out"));
+    let truth = replayed(3_000, 9, &input, &output);
+    let setup = Setup::new("harness");
+    let written = Outputs::from_replay_dir(&output);
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", support_kafka::bootstrap())
+        .create()
+        .unwrap();
+    let t = &setup.topics;
+    for (topic, records) in [
+        (&t.conversions, &written.conversions),
+        (&t.discrepancies, &written.discrepancies),
+        (&t.dead_letters, &written.dead_letters),
+        (&t.revenue_windows, &written.revenue_windows),
+    ] {
+        support_kafka::service::block_on(support_kafka::create_topic(topic, 3));
+        for r in records {
+            let mut record = BaseRecord::<str, str>::to(topic).payload(r.value.as_deref().unwrap());
+            if let Some(k) = r.key.as_deref() {
+                record = record.key(k);
+            }
+            producer.send(record).map_err(|(e, _)| e).unwrap();
+            producer.poll(Duration::ZERO);
+        }
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+    let read = setup.wait_for_truth(&truth, &mut []);
+    assert_eq!(read.counts(), written.counts());
+}
+
+// ---- The harness itself, without a broker ----
+
+/// An echo server on a free port, for the proxy to forward to.
+fn echo_server() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut reader = stream.try_clone().unwrap();
+                let mut writer = stream;
+                let _ = std::io::copy(&mut reader, &mut writer);
+            });
+        }
+    });
+    addr
+}
+
+/// Sends `text` and reads as many bytes back; `None` if the connection closed instead.
+fn round_trip(stream: &mut TcpStream, text: &str) -> Option<String> {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    stream.write_all(text.as_bytes()).ok()?;
+    let mut buf = vec![0; text.len()];
+    stream.read_exact(&mut buf).ok()?;
+    Some(String::from_utf8(buf).unwrap())
+}
+
+/// Whether the peer has closed `stream` (a read returns end of file or an error).
+fn closed(stream: &mut TcpStream) -> bool {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut buf = [0; 1];
+    matches!(stream.read(&mut buf), Ok(0) | Err(_))
+}
+
+#[test]
+fn proxy_forwards_and_a_cut_closes_every_connection_until_restored() {
+    let proxy = Proxy::start("127.0.0.1:0".parse().unwrap(), echo_server()).unwrap();
+    let mut a = TcpStream::connect(proxy.addr()).unwrap();
+    let mut b = TcpStream::connect(proxy.addr()).unwrap();
+    assert_eq!(round_trip(&mut a, "hello").as_deref(), Some("hello"));
+    assert_eq!(round_trip(&mut b, "world").as_deref(), Some("world"));
+    assert_eq!(proxy.open_connections(), 2);
+
+    proxy.cut();
+    assert!(closed(&mut a), "an open connection is closed by the cut");
+    assert!(closed(&mut b), "every open connection is closed by the cut");
+    assert_eq!(proxy.open_connections(), 0);
+    // New connections are accepted and dropped at once, for as long as the cut lasts.
+    for _ in 0..3 {
+        let mut c = TcpStream::connect(proxy.addr()).unwrap();
+        assert_eq!(round_trip(&mut c, "x"), None);
+    }
+    assert!(proxy.refused() >= 3, "{}", proxy.refused());
+
+    proxy.restore();
+    let mut d = TcpStream::connect(proxy.addr()).unwrap();
+    assert_eq!(round_trip(&mut d, "again").as_deref(), Some("again"));
+    // Bytes pass unchanged, in both directions, in volume.
+    let big: String = (0..200_000)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    assert_eq!(round_trip(&mut d, &big).as_deref(), Some(big.as_str()));
+    assert_eq!(proxy.forwarded(), 3);
+
+    // A client closing its side ends the connection on the proxy too.
+    d.shutdown(Shutdown::Both).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while proxy.open_connections() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the closed connection stays open"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let addr = proxy.addr();
+    let mut e = TcpStream::connect(addr).unwrap();
+    drop(proxy);
+    assert!(closed(&mut e), "dropping the proxy closes its connections");
+}
+
+#[test]
+fn metrics_text_parses_labels_values_and_timestamps() {
+    let text = r#"
+# HELP onecount_conversions_total Conversions emitted.
+# TYPE onecount_conversions_total counter
+onecount_conversions_total{pixel="P1",event="Purchase",sources="both"} 12
+onecount_conversions_total{pixel="P 2}",event="say \"hi\"",sources="server"} 3 1700000000000
+onecount_state_resume_offset 0
+onecount_kafka_broker_up 1
+odd{a="\\"} +Inf
+nan_metric NaN
+"#;
+    let m = parse_metrics(text);
+    assert_eq!(m.sum("onecount_conversions_total"), 15.0);
+    assert!(m.has("onecount_state_resume_offset"));
+    assert_eq!(m.sum("onecount_state_resume_offset"), 0.0);
+    assert_eq!(m.sum("onecount_kafka_broker_up"), 1.0);
+    assert_eq!(m.sum("odd"), f64::INFINITY);
+    assert!(m.sum("nan_metric").is_nan());
+    assert!(!m.has("onecount_outputs_suppressed_total"));
+    assert_eq!(m.sum("onecount_outputs_suppressed_total"), 0.0);
+}
+
+#[test]
+fn metrics_parser_reads_what_the_real_endpoint_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    generate_to_dir(
+        &GenerateOptions {
+            actions: 2_000,
+            seed: 17,
+            ..GenerateOptions::default()
+        },
+        &input,
+    )
+    .unwrap();
+    let mut metrics = onecount::metrics::Metrics::new(100, &[]);
+    let ready = Arc::new(AtomicBool::new(false));
+    let server =
+        onecount::http::HttpServer::start("127.0.0.1:0", metrics.registry().clone(), ready)
+            .unwrap();
+    assert_eq!(http_get(server.addr(), "/readyz").unwrap().0, 503);
+    assert_eq!(http_get(server.addr(), "/healthz").unwrap().0, 200);
+    let stats = onecount::replay::replay(
+        &onecount::config::Config::default(),
+        &onecount::replay::ReplayInputs::in_dir(&input),
+        &dir.path().join("out"),
+        Some(&mut metrics),
+    )
+    .unwrap();
+    let (code, body) = http_get(server.addr(), "/metrics").unwrap();
+    assert_eq!(code, 200);
+    let m = parse_metrics(&body);
+    assert_eq!(m.sum(CONVERSIONS), stats.conversions as f64);
+    assert_eq!(m.sum(DUPLICATES), stats.duplicates as f64);
+}
+
+/// Generates `actions` actions into `input` and replays them into `output`: the truth.
+fn replayed(actions: u64, seed: u64, input: &Path, output: &Path) -> Truth {
+    let truth = generate_to_dir(
+        &GenerateOptions {
+            actions,
+            seed,
+            ..GenerateOptions::default()
+        },
+        input,
+    )
+    .unwrap();
+    onecount::replay::replay(
+        &onecount::config::Config::default(),
+        &onecount::replay::ReplayInputs::in_dir(input),
+        output,
+        None,
+    )
+    .unwrap();
+    truth
+}
+
+#[test]
+fn truth_comparison_accepts_a_replay_and_names_each_kind_of_difference() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, output) = (dir.path().join("in"), dir.path().join("out"));
+    let truth = replayed(5_000, 3, &input, &output);
+    let good = Outputs::from_replay_dir(&output);
+    assert_eq!(truth_differences(&truth, &good), Vec::<String>::new());
+    assert!(!good.revenue_windows.is_empty() && !good.dead_letters.is_empty());
+
+    let expect = |outputs: &Outputs, wanted: &[&str]| {
+        let diffs = truth_differences(&truth, outputs).join("\n");
+        for w in wanted {
+            assert!(diffs.contains(w), "wanted {w:?} in:\n{diffs}");
+        }
+    };
+
+    // A conversion written twice (what a crash without suppression does).
+    let mut o = good.clone();
+    o.conversions.push(o.conversions[10].clone());
+    expect(
+        &o,
+        &[
+            "conversions: expected",
+            "conversion keys written twice",
+            "sources.",
+        ],
+    );
+
+    // A conversion lost, replaced by another action's: the count holds, the keys do not.
+    let mut o = good.clone();
+    let copy = o.conversions[0].clone();
+    o.conversions[1] = copy;
+    expect(&o, &["conversion keys written twice"]);
+
+    // A discrepancy twice, a dead letter lost.
+    let mut o = good.clone();
+    o.discrepancies.push(o.discrepancies[0].clone());
+    o.dead_letters.pop();
+    expect(
+        &o,
+        &[
+            "discrepancy keys written twice",
+            "discrepancies.",
+            "dead_letters: expected",
+        ],
+    );
+
+    // A newer version of a revenue window changes the revenue; the same version with another
+    // value is a conflict.
+    let mut o = good.clone();
+    let mut window: Value =
+        serde_json::from_str(o.revenue_windows[0].value.as_deref().unwrap()).unwrap();
+    let version = window["version"].as_u64().unwrap();
+    window["tracked_revenue"] =
+        serde_json::json!(window["tracked_revenue"].as_f64().unwrap() + 1.0);
+    let mut conflicting = o.revenue_windows[0].clone();
+    conflicting.value = Some(window.to_string());
+    o.revenue_windows.push(conflicting);
+    expect(
+        &o,
+        &["revenue window versions written with two different values"],
+    );
+    let mut o = good.clone();
+    window["version"] = serde_json::json!(version + 1);
+    let mut newer = o.revenue_windows[0].clone();
+    newer.value = Some(window.to_string());
+    o.revenue_windows.push(newer);
+    expect(&o, &["tracked_revenue."]);
+
+    // A record keyed by something else than its key field.
+    let mut o = good.clone();
+    o.conversions[0].key = Some("not-the-key".into());
+    expect(&o, &["is not its key field"]);
+}
