@@ -272,6 +272,20 @@ impl Engine {
         self.fire_timers(out);
     }
 
+    /// The runtime saw no data on one partition of an input for its idle timeout: that channel
+    /// stops holding the watermark back until its next record. When no channel holds it any
+    /// more (every one idle or finished), nothing is coming: everything pending is released as
+    /// by [`Engine::flush`], so the tail comes out. A copy arriving after that is late or a
+    /// duplicate by the usual rules; closed keys are kept for their TTL as always (a flush
+    /// releases timers, it does not move the watermark or expire state).
+    pub fn mark_idle_channel(&mut self, input: Input, partition: i32, out: &mut Outputs) {
+        self.watermarks.set_idle(Channel::new(input, partition));
+        self.fire_timers(out);
+        if self.watermarks.all_idle_or_finished() {
+            self.flush(out);
+        }
+    }
+
     /// End of all input: releases every pending merge, deadline and window.
     pub fn flush(&mut self, out: &mut Outputs) {
         self.fire_until(i64::MAX, out);
