@@ -593,3 +593,121 @@ fn revenue_window_reports_drift_per_pixel_currency_and_hour() {
     assert_eq!(w.drift_ratio, Some(-0.4));
     assert_eq!(kinds(&out), ["order_without_conversion", "value_mismatch"]);
 }
+
+// ---- watermarks per channel (input partition) ----
+
+#[test]
+fn lagging_partition_holds_the_watermark_so_its_copies_are_neither_late_nor_out_of_order() {
+    use onecount::engine::{Engine, Outputs};
+    let mut engine = Engine::new(&engine_config(), &Default::default());
+    let mut out = Outputs::default();
+    // Browser partition 1 lags far behind partition 0: more than a TTL (48 h).
+    engine.process(
+        browser("ViewContent", "early", T0 - MIN).partition(1).rec(),
+        &mut out,
+    );
+    engine.process(server("ViewContent", "lag", T0 + 30 * SEC).rec(), &mut out);
+    engine.process(
+        browser("ViewContent", "ahead", T0 + 50 * HOUR).rec(),
+        &mut out,
+    );
+    engine.process(
+        server("ViewContent", "ahead", T0 + 50 * HOUR).rec(),
+        &mut out,
+    );
+    assert!(
+        out.conversions.is_empty(),
+        "browser partition 1 at T0 - 1 min holds the watermark: {:?}",
+        keys(&out)
+    );
+    assert_eq!(engine.watermark(), Some(T0 - 11 * MIN));
+    engine.process(
+        browser("ViewContent", "lag", T0).partition(1).rec(),
+        &mut out,
+    );
+    engine.process(
+        browser("ViewContent", "caught_up", T0 + 50 * HOUR)
+            .partition(1)
+            .rec(),
+        &mut out,
+    );
+    assert_eq!(
+        keys(&out),
+        ["PIXEL1/ViewContent/early", "PIXEL1/ViewContent/lag"],
+        "released in event-time order once partition 1 moved on"
+    );
+    let lag = &out.conversions[1];
+    assert_eq!(lag.sources, SourcesSeen::Both, "merged, not after_release");
+    assert_eq!(
+        lag.first_source,
+        Source::Browser,
+        "the earlier copy is first"
+    );
+    engine.flush(&mut out);
+    let stats = engine.stats();
+    assert_eq!(stats.late, 0);
+    assert_eq!(stats.duplicates, 0);
+    assert_eq!((stats.conversions, stats.merged), (4, 2));
+    assert_eq!(stats.accounted(), stats.input_records.total);
+}
+
+#[test]
+fn every_channel_idle_releases_what_is_pending_and_later_copies_are_still_duplicates() {
+    use onecount::engine::{Engine, Outputs};
+    use onecount::model::Input;
+    let mut engine = Engine::new(&engine_config(), &Default::default());
+    let mut out = Outputs::default();
+    engine.process(browser("ViewContent", "x", T0).rec(), &mut out);
+    engine.process(
+        browser("ViewContent", "y", T0 + MIN).partition(1).rec(),
+        &mut out,
+    );
+    engine.process(server("ViewContent", "x", T0 + 10 * SEC).rec(), &mut out);
+    engine.mark_idle_channel(Input::Browser, 0, &mut out);
+    engine.mark_idle_channel(Input::Browser, 1, &mut out);
+    engine.mark_idle_channel(Input::Orders, 0, &mut out);
+    assert!(
+        out.conversions.is_empty(),
+        "server partition 0 still holds the watermark at T0 - 10 min"
+    );
+    engine.mark_idle_channel(Input::Server, 0, &mut out);
+    assert_eq!(
+        keys(&out),
+        ["PIXEL1/ViewContent/x", "PIXEL1/ViewContent/y"],
+        "nothing holds the watermark: the tail comes out"
+    );
+    assert_eq!(out.conversions[0].sources, SourcesSeen::Both);
+    assert_eq!(out.conversions[1].sources, SourcesSeen::Browser);
+
+    // Copies after the release: duplicates by the usual rules, not new actions, not late.
+    engine.process(
+        server("ViewContent", "y", T0 + 2 * MIN).partition(3).rec(),
+        &mut out,
+    );
+    engine.process(browser("ViewContent", "x", T0 + 5 * SEC).rec(), &mut out);
+    engine.process(
+        server("ViewContent", "x", T0 + 47 * HOUR)
+            .partition(3)
+            .rec(),
+        &mut out,
+    );
+    engine.process(browser("ViewContent", "z", T0 + 47 * HOUR).rec(), &mut out);
+    engine.flush(&mut out);
+    assert_eq!(
+        keys(&out),
+        [
+            "PIXEL1/ViewContent/x",
+            "PIXEL1/ViewContent/y",
+            "PIXEL1/ViewContent/z"
+        ]
+    );
+    let stats = engine.stats();
+    assert_eq!(stats.late, 0);
+    assert_eq!(dup(stats, "after_release"), 1, "server y joined too late");
+    assert_eq!(
+        dup(stats, "same_source"),
+        2,
+        "browser x again, and server x 47 h later: within the TTL, the closed key survived"
+    );
+    assert_eq!(stats.accounted(), stats.input_records.total);
+}

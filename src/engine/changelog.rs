@@ -18,13 +18,14 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Event, Position};
+use crate::model::{Event, Input, Position};
 
 use super::dedup::{Action, KeyRecord};
 use super::keys::{Fingerprint, KeyState};
 use super::reconcile::Entry as OrderEntry;
 use super::revenue::{Window, WindowKey};
 use super::stats::Stats;
+use super::watermark::{Channel, ChannelMark};
 
 /// Keys changed since the last changelog flush. Off unless a runtime keeps a changelog: a replay
 /// that never flushes one must not pay a set entry per key.
@@ -63,7 +64,8 @@ impl<K: std::hash::Hash + Eq + Ord> DirtySet<K> {
 }
 
 /// Format version of changelog values this release writes (and the newest it reads).
-pub const CHANGELOG_VERSION: u8 = 1;
+/// 2: the meta record holds per-channel watermark state; 1 (still read): per-input `max_seen`.
+pub const CHANGELOG_VERSION: u8 = 2;
 
 /// One changelog record. `value: None` is a tombstone: the key is gone.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,13 +84,49 @@ pub enum ChangelogError {
     Corrupt { kind: &'static str, reason: String },
 }
 
-/// The engine-wide record: where each input stands, the accounting, the next sweep.
+/// The engine-wide record: where each channel stands (with its idle and finished flags), the
+/// inputs that have ended, the engine watermark, the accounting, the next sweep.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Meta {
-    pub max_seen: [Option<i64>; 3],
+    pub channels: Vec<ChannelMark>,
+    pub finished_inputs: Vec<Input>,
     pub watermark: Option<i64>,
     pub next_expiry: i64,
     pub stats: Stats,
+}
+
+/// The meta record of format 1: the highest event time per input, no idle or finished flags.
+#[derive(Deserialize)]
+struct MetaV1 {
+    max_seen: [Option<i64>; 3],
+    watermark: Option<i64>,
+    next_expiry: i64,
+    stats: Stats,
+}
+
+impl From<MetaV1> for Meta {
+    /// Format 1 was only written by the file replay, whose inputs are partition 0, and it
+    /// restored neither idle nor finished flags: this is exactly what it rebuilt.
+    fn from(v1: MetaV1) -> Meta {
+        Meta {
+            channels: Input::ALL
+                .into_iter()
+                .zip(v1.max_seen)
+                .filter_map(|(input, max_seen)| {
+                    max_seen.map(|max_seen| ChannelMark {
+                        channel: Channel::new(input, 0),
+                        max_seen,
+                        idle: false,
+                        finished: false,
+                    })
+                })
+                .collect(),
+            finished_inputs: Vec::new(),
+            watermark: v1.watermark,
+            next_expiry: v1.next_expiry,
+            stats: v1.stats,
+        }
+    }
 }
 
 /// A decoded changelog record. Transient (decoded, applied, dropped), so its size spread does
@@ -192,6 +230,20 @@ fn from_json<T: for<'de> Deserialize<'de>>(
         .transpose()
 }
 
+/// The meta record, of this format or of format 1.
+fn decode_meta(value: Option<&[u8]>) -> Result<Option<Meta>, ChangelogError> {
+    let Some(value) = value else {
+        return Ok(None);
+    };
+    let json = body("meta", value)?;
+    let meta = if value[0] == 1 {
+        serde_json::from_slice::<MetaV1>(json).map(Meta::from)
+    } else {
+        serde_json::from_slice::<Meta>(json)
+    };
+    meta.map(Some).map_err(|e| corrupt("meta", e))
+}
+
 fn decode_key_state(kind: &'static str, body: &[u8]) -> Result<KeyState, ChangelogError> {
     match body {
         [b'c', a, b, c, d, flags] => Ok(KeyState {
@@ -213,7 +265,7 @@ pub fn decode(entry: &ChangelogEntry) -> Result<StateRecord, ChangelogError> {
     let key = std::str::from_utf8(&entry.key).map_err(|_| ChangelogError::UnknownKey)?;
     let value = entry.value.as_deref();
     if key.as_bytes() == META_KEY {
-        return Ok(StateRecord::Meta(from_json("meta", value)?));
+        return Ok(StateRecord::Meta(decode_meta(value)?));
     }
     let (kind, rest) = key.split_once(':').ok_or(ChangelogError::UnknownKey)?;
     Ok(match kind {
@@ -310,6 +362,59 @@ mod tests {
             decode(&e),
             Err(ChangelogError::NewerFormat(CHANGELOG_VERSION + 1))
         );
+    }
+
+    #[test]
+    fn meta_of_format_1_restores_per_input_positions_as_partition_0() {
+        let stats = serde_json::to_value(Stats::default()).unwrap();
+        let v1 = serde_json::json!({
+            "max_seen": [1000, null, 500],
+            "watermark": 400,
+            "next_expiry": 7,
+            "stats": stats,
+        });
+        let mut value = vec![1u8];
+        serde_json::to_writer(&mut value, &v1).unwrap();
+        let decoded = decode(&ChangelogEntry {
+            key: META_KEY.to_vec(),
+            value: Some(value),
+        })
+        .unwrap();
+        let mark = |input, max_seen| ChannelMark {
+            channel: Channel::new(input, 0),
+            max_seen,
+            idle: false,
+            finished: false,
+        };
+        assert_eq!(
+            decoded,
+            StateRecord::Meta(Some(Meta {
+                channels: vec![mark(Input::Browser, 1000), mark(Input::Orders, 500)],
+                finished_inputs: vec![],
+                watermark: Some(400),
+                next_expiry: 7,
+                stats: Stats::default(),
+            }))
+        );
+    }
+
+    #[test]
+    fn meta_round_trips_channel_flags() {
+        let meta = Meta {
+            channels: vec![ChannelMark {
+                channel: Channel::new(Input::Server, 5),
+                max_seen: 9,
+                idle: true,
+                finished: false,
+            }],
+            finished_inputs: vec![Input::Orders],
+            watermark: Some(3),
+            next_expiry: 4,
+            stats: Stats::default(),
+        };
+        let e = encode(&StateRecord::Meta(Some(meta.clone())));
+        assert_eq!(e.value.as_ref().unwrap()[0], CHANGELOG_VERSION);
+        assert_eq!(decode(&e).unwrap(), StateRecord::Meta(Some(meta)));
     }
 
     #[test]

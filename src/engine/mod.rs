@@ -33,7 +33,7 @@ use keys::{Fingerprint, KeyState, KeyTable};
 use reconcile::{PurchaseRef, ReconcileRules, Reconciler};
 use revenue::RevenueWindows;
 use stats::{DuplicateReason, OrderOutcome, Stats};
-use watermark::Watermarks;
+use watermark::{Channel, Watermarks};
 
 /// What the engine produced; the runtime drains it after each call.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -217,7 +217,8 @@ impl Engine {
                     out,
                 );
                 self.stats.order(outcome);
-                self.watermarks.observe(Input::Orders, change.changed_at);
+                self.watermarks
+                    .observe(Channel::of(&change.position), change.changed_at);
                 self.fire_timers(out);
             }
             Parsed::Record(Record::Event(event)) => {
@@ -225,6 +226,7 @@ impl Engine {
                 self.stats.input(input);
                 self.stats.received(&event.pixel, event.source);
                 let time = event.event_time;
+                let channel = Channel::of(&event.position);
                 match self.watermarks.current() {
                     Some(wm) if time < wm - self.ttl_ms => {
                         self.stats.late(input);
@@ -234,7 +236,7 @@ impl Engine {
                     Some(wm) if time < wm => self.apply_event(Box::new(event), out),
                     _ => self.buffer(Box::new(event)),
                 }
-                self.watermarks.observe(input, time);
+                self.watermarks.observe(channel, time);
                 self.fire_timers(out);
             }
         }
@@ -263,10 +265,25 @@ impl Engine {
         self.fire_timers(out);
     }
 
-    /// The runtime saw no data on the input for its idle timeout.
+    /// Declares every channel of the input idle: they stop holding the watermark back until
+    /// their next record.
     pub fn mark_idle(&mut self, input: Input, out: &mut Outputs) {
-        self.watermarks.set_idle(input);
+        self.watermarks.set_idle_input(input);
         self.fire_timers(out);
+    }
+
+    /// The runtime saw no data on one partition of an input for its idle timeout: that channel
+    /// stops holding the watermark back until its next record. When no channel holds it any
+    /// more (every one idle or finished), nothing is coming: everything pending is released as
+    /// by [`Engine::flush`], so the tail comes out. A copy arriving after that is late or a
+    /// duplicate by the usual rules; closed keys are kept for their TTL as always (a flush
+    /// releases timers, it does not move the watermark or expire state).
+    pub fn mark_idle_channel(&mut self, input: Input, partition: i32, out: &mut Outputs) {
+        self.watermarks.set_idle(Channel::new(input, partition));
+        self.fire_timers(out);
+        if self.watermarks.all_idle_or_finished() {
+            self.flush(out);
+        }
     }
 
     /// End of all input: releases every pending merge, deadline and window.
@@ -278,14 +295,16 @@ impl Engine {
         &self.stats
     }
 
-    /// An input's own watermark (its highest event time minus the allowed lateness).
+    /// An input's own watermark (the highest event time on any of its channels minus the
+    /// allowed lateness).
     pub fn input_watermark(&self, input: Input) -> Option<i64> {
         self.watermarks
             .highest_seen(input)
             .map(|t| t - self.lateness_ms)
     }
 
-    /// Highest event time seen on an input, for aligning inputs that are read together.
+    /// Highest event time seen on any channel of an input, for aligning inputs that are read
+    /// together.
     pub fn highest_seen(&self, input: Input) -> Option<i64> {
         self.watermarks.highest_seen(input)
     }
@@ -338,7 +357,8 @@ impl Engine {
             records.push(StateRecord::Window(key, window));
         }
         records.push(StateRecord::Meta(Some(Meta {
-            max_seen: self.watermarks.max_seen(),
+            channels: self.watermarks.channels().to_vec(),
+            finished_inputs: self.watermarks.finished_inputs(),
             watermark: self.watermarks.current(),
             next_expiry: self.next_expiry,
             stats: self.stats.clone(),
@@ -358,7 +378,11 @@ impl Engine {
         for entry in entries {
             match changelog::decode(&entry)? {
                 StateRecord::Meta(Some(meta)) => {
-                    restored.watermarks.restore(meta.max_seen, meta.watermark);
+                    restored.watermarks.restore(
+                        meta.channels,
+                        &meta.finished_inputs,
+                        meta.watermark,
+                    );
                     restored.next_expiry = meta.next_expiry;
                     restored.stats = meta.stats;
                 }

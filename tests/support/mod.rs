@@ -103,6 +103,11 @@ impl Copy {
         self.0.position.offset = offset;
         self
     }
+    /// The input partition the copy came through (a file is partition 0).
+    pub fn partition(mut self, partition: i32) -> Self {
+        self.0.position.partition = partition;
+        self
+    }
     pub fn rec(self) -> Parsed {
         Parsed::Record(Record::Event(self.0))
     }
