@@ -36,11 +36,11 @@ const EXIT_TIMEOUT: Duration = Duration::from_secs(30);
 
 const CONVERSIONS: &str = "onecount_conversions_total";
 const DUPLICATES: &str = "onecount_duplicates_total";
-const RESTORES: &str = "onecount_state_restores_total";
-const RESTORED_RECORDS: &str = "onecount_state_restored_records_total";
-const RESUME_OFFSET: &str = "onecount_state_resume_offset";
+const RESTORES: &str = "onecount_restores_total";
+const RESTORED_RECORDS: &str = "onecount_restored_records_total";
+const RESUME_OFFSET: &str = "onecount_resume_offset";
 const SUPPRESSED: &str = "onecount_outputs_suppressed_total";
-const BROKER_UP: &str = "onecount_kafka_broker_up";
+const BROKER_UP: &str = "onecount_broker_up";
 
 /// SIGTERM, and the exit must be a clean 0.
 fn stop_cleanly(service: Service) {
@@ -503,16 +503,16 @@ fn metrics_text_parses_labels_values_and_timestamps() {
 # TYPE onecount_conversions_total counter
 onecount_conversions_total{pixel="P1",event="Purchase",sources="both"} 12
 onecount_conversions_total{pixel="P 2}",event="say \"hi\"",sources="server"} 3 1700000000000
-onecount_state_resume_offset 0
-onecount_kafka_broker_up 1
+onecount_resume_offset 0
+onecount_broker_up 1
 odd{a="\\"} +Inf
 nan_metric NaN
 "#;
     let m = parse_metrics(text);
     assert_eq!(m.sum("onecount_conversions_total"), 15.0);
-    assert!(m.has("onecount_state_resume_offset"));
-    assert_eq!(m.sum("onecount_state_resume_offset"), 0.0);
-    assert_eq!(m.sum("onecount_kafka_broker_up"), 1.0);
+    assert!(m.has("onecount_resume_offset"));
+    assert_eq!(m.sum("onecount_resume_offset"), 0.0);
+    assert_eq!(m.sum("onecount_broker_up"), 1.0);
     assert_eq!(m.sum("odd"), f64::INFINITY);
     assert!(m.sum("nan_metric").is_nan());
     assert!(!m.has("onecount_outputs_suppressed_total"));

@@ -115,7 +115,7 @@ impl From<MetaV1> for Meta {
                 .filter_map(|(input, max_seen)| {
                     max_seen.map(|max_seen| ChannelMark {
                         channel: Channel::new(input, 0),
-                        max_seen,
+                        max_seen: Some(max_seen),
                         idle: false,
                         finished: false,
                     })
@@ -389,7 +389,10 @@ mod tests {
         assert_eq!(
             decoded,
             StateRecord::Meta(Some(Meta {
-                channels: vec![mark(Input::Browser, 1000), mark(Input::Orders, 500)],
+                channels: vec![
+                    mark(Input::Browser, Some(1000)),
+                    mark(Input::Orders, Some(500))
+                ],
                 finished_inputs: vec![],
                 watermark: Some(400),
                 next_expiry: 7,
@@ -403,7 +406,7 @@ mod tests {
         let meta = Meta {
             channels: vec![ChannelMark {
                 channel: Channel::new(Input::Server, 5),
-                max_seen: 9,
+                max_seen: Some(9),
                 idle: true,
                 finished: false,
             }],

@@ -286,6 +286,13 @@ impl Engine {
         }
     }
 
+    /// The runtime will deliver records from this partition of `input` (it was assigned): until
+    /// its first record or until it is declared idle, it holds the watermark, so the partitions
+    /// that deliver first cannot overtake it.
+    pub fn register_channel(&mut self, input: Input, partition: i32) {
+        self.watermarks.register(Channel::new(input, partition));
+    }
+
     /// End of all input: releases every pending merge, deadline and window.
     pub fn flush(&mut self, out: &mut Outputs) {
         self.fire_until(i64::MAX, out);

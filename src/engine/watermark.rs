@@ -33,8 +33,10 @@ impl Channel {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChannelMark {
     pub channel: Channel,
-    /// Highest event time seen on the channel (ms). A channel exists from its first record.
-    pub max_seen: i64,
+    /// Highest event time seen on the channel (ms); `None` for a channel the runtime registered
+    /// (an assigned partition) that has had no record yet: it holds the watermark where it is
+    /// until its first record or until it is declared idle.
+    pub max_seen: Option<i64>,
     /// Declared idle by the runtime; cleared by the channel's next record.
     pub idle: bool,
     /// Its input has ended (end of file); never cleared.
@@ -81,13 +83,13 @@ impl Watermarks {
             Ok(i) => {
                 let mark = &mut self.channels[i];
                 mark.idle = false;
-                mark.max_seen = mark.max_seen.max(event_time);
+                mark.max_seen = Some(mark.max_seen.map_or(event_time, |m| m.max(event_time)));
             }
             Err(i) => self.channels.insert(
                 i,
                 ChannelMark {
                     channel,
-                    max_seen: event_time,
+                    max_seen: Some(event_time),
                     idle: false,
                     finished: self.finished_inputs[channel.input.index()],
                 },
@@ -96,8 +98,27 @@ impl Watermarks {
         self.recompute();
     }
 
-    /// An idle channel stops holding the watermark back until it sees data again. A channel
-    /// that never had data holds nothing, so declaring it idle changes nothing.
+    /// A channel the runtime knows is coming (an assigned partition): until its first record or
+    /// until it is declared idle, it holds the watermark where it is, so records of the other
+    /// channels cannot overtake the ones it has yet to deliver. Registering a known channel
+    /// changes nothing.
+    pub fn register(&mut self, channel: Channel) {
+        if let Err(i) = self.channels.binary_search_by(|m| m.channel.cmp(&channel)) {
+            self.channels.insert(
+                i,
+                ChannelMark {
+                    channel,
+                    max_seen: None,
+                    idle: false,
+                    finished: self.finished_inputs[channel.input.index()],
+                },
+            );
+            self.recompute();
+        }
+    }
+
+    /// An idle channel stops holding the watermark back until it sees data again. Declaring a
+    /// channel that was never registered and never had data idle changes nothing.
     pub fn set_idle(&mut self, channel: Channel) {
         if let Ok(i) = self.channels.binary_search_by(|m| m.channel.cmp(&channel)) {
             self.channels[i].idle = true;
@@ -136,14 +157,15 @@ impl Watermarks {
         self.channels
             .iter()
             .filter(|m| m.channel.input == input)
-            .map(|m| m.max_seen)
+            .filter_map(|m| m.max_seen)
             .max()
     }
 
-    /// True when some channel has data and every channel with data is idle or finished: nothing
-    /// holds the watermark any more.
+    /// True when some channel has data and every channel is idle or finished: nothing holds the
+    /// watermark any more.
     pub fn all_idle_or_finished(&self) -> bool {
-        !self.channels.is_empty() && !self.channels.iter().any(ChannelMark::holds)
+        self.channels.iter().any(|m| m.max_seen.is_some())
+            && !self.channels.iter().any(ChannelMark::holds)
     }
 
     /// Every channel's state, sorted by channel, for a checkpoint.
@@ -178,16 +200,17 @@ impl Watermarks {
     }
 
     fn recompute(&mut self) {
-        let holding = self
-            .channels
-            .iter()
-            .filter(|m| m.holds())
-            .map(|m| m.max_seen)
-            .min();
-        // With every channel idle or finished, the furthest channel sets the pace.
-        let candidate = holding
-            .or_else(|| self.channels.iter().map(|m| m.max_seen).max())
-            .map(|t| t - self.lateness_ms);
+        let mut holding = self.channels.iter().filter(|m| m.holds()).peekable();
+        // A registered channel without data holds the watermark where it is.
+        let candidate = if holding.peek().is_some() {
+            holding
+                .map(|m| m.max_seen)
+                .try_fold(i64::MAX, |min, t| t.map(|t| min.min(t)))
+        } else {
+            // With every channel idle or finished, the furthest channel sets the pace.
+            self.channels.iter().filter_map(|m| m.max_seen).max()
+        }
+        .map(|t| t - self.lateness_ms);
         self.current = match (self.current, candidate) {
             (Some(c), Some(n)) => Some(c.max(n)),
             (c, n) => c.or(n),
@@ -201,6 +224,28 @@ mod tests {
 
     fn ch(input: Input, partition: i32) -> Channel {
         Channel::new(input, partition)
+    }
+
+    #[test]
+    fn a_registered_channel_holds_the_watermark_until_its_first_record_or_idle() {
+        let mut w = Watermarks::new(0);
+        w.register(ch(Input::Server, 3));
+        w.observe(ch(Input::Browser, 0), 1000);
+        assert_eq!(w.current(), None, "server 3 has delivered nothing yet");
+        assert!(!w.all_idle_or_finished());
+        w.observe(ch(Input::Server, 3), 400);
+        assert_eq!(w.current(), Some(400));
+        w.register(ch(Input::Orders, 1));
+        w.observe(ch(Input::Server, 3), 900);
+        assert_eq!(w.current(), Some(400), "orders 1 holds it where it was");
+        w.set_idle(ch(Input::Orders, 1));
+        assert_eq!(w.current(), Some(900));
+        w.register(ch(Input::Server, 3));
+        assert_eq!(
+            w.current(),
+            Some(900),
+            "registering a known channel changes nothing"
+        );
     }
 
     #[test]

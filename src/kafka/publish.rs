@@ -163,7 +163,19 @@ impl KafkaSink {
         topics: &TopicsConfig,
         opts: PublishOptions,
     ) -> Result<KafkaSink, PublishError> {
-        let producer = create_with_context(&producer_config(kafka), Deliveries::default())?;
+        let mut cfg = producer_config(kafka);
+        if kafka
+            .properties
+            .get("sticky.partitioning.linger.ms")
+            .is_none()
+        {
+            // Generated traffic is days of event time published in seconds. Sticky
+            // partitioning would put each 10 ms of unkeyed server bodies (minutes of event
+            // time here, milliseconds in real traffic) on one partition; per-record spreading
+            // keeps every partition as dense in event time as live traffic would.
+            cfg.set("sticky.partitioning.linger.ms", "0");
+        }
+        let producer = create_with_context(&cfg, Deliveries::default())?;
         Ok(KafkaSink {
             producer,
             topics: [

@@ -1,12 +1,17 @@
-//! Time alignment of the input partitions ingest reads, before they are forwarded.
+//! Event-time alignment of the input partitions ingest reads, before they are forwarded.
 //!
-//! Owns: a bounded buffer per input partition and the choice of the next record: the head with
-//! the lowest record timestamp, but only while every assigned partition that still has records
-//! to fetch has one buffered (Kafka Streams' timestamp synchronisation). Without it a consumer
-//! hands out whole fetches of one partition at a time, and the internal log would hold hours of
-//! browser events before the server events of the same minutes: watermarks would run ahead and
-//! on-time copies would wait in the reorder buffer or miss their merge. Must not: read the clock
-//! or talk to Kafka; the caller says which partitions are still behind their end.
+//! Owns: a bounded buffer per input partition and the choice of the next record, by the rule
+//! `replay` uses for its three files: the next record comes from the partition whose highest
+//! event time forwarded so far is lowest (ties: topic, partition), and if that partition has
+//! nothing buffered but is expected to deliver (it is behind its end, or live), nothing leaves
+//! until it does. All partitions thus advance together in event time, as if read side by side.
+//! Without it a consumer hands out whole fetches of one partition at a time, and the internal
+//! log would hold hours of browser events before the server events of the same minutes:
+//! copies would miss their merge and late copies would not be late.
+//!
+//! Must not: read the clock or talk to Kafka; the caller says which empty partitions are
+//! expected to deliver and gives each record's event time (records without one, such as
+//! tombstones, follow their partition's position).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -16,8 +21,15 @@ use rdkafka::message::{Message, OwnedMessage};
 pub type InputPartition = (String, i32);
 
 #[derive(Debug, Default)]
+struct PartitionBuffer {
+    records: VecDeque<(OwnedMessage, Option<i64>)>,
+    /// Highest event time forwarded from the partition; `None` before its first.
+    highest: Option<i64>,
+}
+
+#[derive(Debug, Default)]
 pub struct Aligner {
-    buffers: BTreeMap<InputPartition, VecDeque<OwnedMessage>>,
+    partitions: BTreeMap<InputPartition, PartitionBuffer>,
     /// Records a partition may hold before its reading pauses.
     cap: usize,
     buffered: usize,
@@ -31,72 +43,81 @@ pub enum Flow {
     Resume(InputPartition),
 }
 
-fn timestamp(m: &OwnedMessage) -> i64 {
-    m.timestamp().to_millis().unwrap_or(i64::MIN)
+/// What [`Aligner::next`] gives.
+#[derive(Debug)]
+pub enum Next {
+    /// Forward this record; with a flow change for its partition.
+    Record(OwnedMessage, Option<Flow>),
+    /// The partition that must go next has nothing buffered but is expected to deliver.
+    Wait(InputPartition),
+    /// Nothing buffered.
+    Empty,
 }
 
 impl Aligner {
     pub fn new(cap: usize) -> Aligner {
         Aligner {
-            buffers: BTreeMap::new(),
-            cap: cap.max(1),
-            buffered: 0,
-            paused: BTreeSet::new(),
+            cap: cap.max(2),
+            ..Aligner::default()
         }
     }
 
-    /// Keeps the buffers of `assigned` partitions (an empty one for each new partition) and drops
-    /// the others: a revoked partition's records are read again by its next owner.
+    /// Keeps the assigned partitions (a new one starts empty) and drops the others: a revoked
+    /// partition's records are read again by its next owner.
     pub fn set_assignment(&mut self, assigned: &[InputPartition]) {
-        self.buffers.retain(|p, _| assigned.contains(p));
+        self.partitions.retain(|p, _| assigned.contains(p));
         self.paused.retain(|p| assigned.contains(p));
         for p in assigned {
-            self.buffers.entry(p.clone()).or_default();
+            self.partitions.entry(p.clone()).or_default();
         }
-        self.buffered = self.buffers.values().map(VecDeque::len).sum();
+        self.buffered = self.partitions.values().map(|b| b.records.len()).sum();
     }
 
-    /// Buffers a record; `Some(Pause)` when its partition reached the cap.
-    pub fn push(&mut self, m: OwnedMessage) -> Option<Flow> {
+    /// Buffers a record with its event time; `Some(Pause)` when its partition reached the cap.
+    pub fn push(&mut self, m: OwnedMessage, event_time: Option<i64>) -> Option<Flow> {
         let key = (m.topic().to_string(), m.partition());
-        let buffer = self.buffers.entry(key.clone()).or_default();
-        buffer.push_back(m);
+        let buffer = self.partitions.entry(key.clone()).or_default();
+        buffer.records.push_back((m, event_time));
         self.buffered += 1;
-        (buffer.len() >= self.cap && self.paused.insert(key.clone())).then_some(Flow::Pause(key))
+        (buffer.records.len() >= self.cap && self.paused.insert(key.clone()))
+            .then_some(Flow::Pause(key))
     }
 
     pub fn buffered(&self) -> usize {
         self.buffered
     }
 
-    /// The partitions with nothing buffered: the caller decides which of them are still behind.
-    pub fn empty_partitions(&self) -> impl Iterator<Item = &InputPartition> {
-        self.buffers
+    /// The next record by the alignment rule. `expected(p)`: whether partition `p`, which has
+    /// nothing buffered, will deliver soon (else it does not hold the others, like a finished
+    /// file in `replay`).
+    pub fn next(&mut self, expected: impl Fn(&InputPartition) -> bool) -> Next {
+        if self.buffered == 0 {
+            return Next::Empty;
+        }
+        let chosen = self
+            .partitions
             .iter()
-            .filter(|(_, b)| b.is_empty())
-            .map(|(p, _)| p)
+            .filter(|(p, b)| !b.records.is_empty() || expected(p))
+            .min_by_key(|(p, b)| (b.highest.unwrap_or(i64::MIN), *p))
+            .map(|(p, _)| p.clone())
+            .expect("a partition has records buffered");
+        let buffer = self.partitions.get_mut(&chosen).expect("chosen from them");
+        let Some((m, time)) = buffer.records.pop_front() else {
+            return Next::Wait(chosen);
+        };
+        self.buffered -= 1;
+        if let Some(t) = time {
+            buffer.highest = Some(buffer.highest.map_or(t, |h| h.max(t)));
+        }
+        let flow = (buffer.records.len() <= self.cap / 2 && self.paused.remove(&chosen))
+            .then_some(Flow::Resume(chosen));
+        Next::Record(m, flow)
     }
 
-    /// The next record in timestamp order (ties: topic, partition), unless `waiting` is true: a
-    /// partition with records still to fetch has none buffered. `Some(Resume)` comes with it when
-    /// its partition drained to half the cap.
-    pub fn next(&mut self, waiting: bool) -> Option<(OwnedMessage, Option<Flow>)> {
-        if waiting {
-            return None;
-        }
-        let key = self
-            .buffers
-            .iter()
-            .filter_map(|(p, b)| b.front().map(|m| (timestamp(m), p)))
-            .min()?
-            .1
-            .clone();
-        let buffer = self.buffers.get_mut(&key).expect("chosen from the buffers");
-        let m = buffer.pop_front().expect("non-empty");
-        self.buffered -= 1;
-        let flow =
-            (buffer.len() <= self.cap / 2 && self.paused.remove(&key)).then_some(Flow::Resume(key));
-        Some((m, flow))
+    /// Forwards the head of the lowest partition even though an expected one is empty: the
+    /// caller waited long enough (a slow broker must not stop the rest).
+    pub fn next_without_waiting(&mut self) -> Next {
+        self.next(|_| false)
     }
 }
 
@@ -105,70 +126,99 @@ mod tests {
     use super::*;
     use rdkafka::message::Timestamp;
 
-    fn msg(topic: &str, partition: i32, offset: i64, ts: i64) -> OwnedMessage {
+    fn msg(topic: &str, partition: i32, offset: i64) -> OwnedMessage {
         OwnedMessage::new(
             None,
             None,
             topic.into(),
-            Timestamp::CreateTime(ts),
+            Timestamp::NotAvailable,
             partition,
             offset,
             None,
         )
     }
 
-    fn order(a: &mut Aligner) -> Vec<(String, i32, i64)> {
-        std::iter::from_fn(|| a.next(false))
-            .map(|(m, _)| (m.topic().to_string(), m.partition(), m.offset()))
-            .collect()
+    fn drain(a: &mut Aligner) -> Vec<(String, i32, i64)> {
+        std::iter::from_fn(|| match a.next(|_| false) {
+            Next::Record(m, _) => Some((m.topic().to_string(), m.partition(), m.offset())),
+            _ => None,
+        })
+        .collect()
     }
 
     #[test]
-    fn records_leave_in_timestamp_order_across_partitions() {
+    fn the_partition_that_is_furthest_behind_in_event_time_goes_next() {
         let mut a = Aligner::new(10);
         a.set_assignment(&[("b".into(), 0), ("s".into(), 0)]);
-        for (o, ts) in [(0, 10), (1, 20), (2, 30)] {
-            a.push(msg("b", 0, o, ts));
+        for (o, t) in [(0, 10), (1, 20), (2, 30)] {
+            a.push(msg("b", 0, o), Some(t));
         }
-        for (o, ts) in [(0, 15), (1, 25)] {
-            a.push(msg("s", 0, o, ts));
+        for (o, t) in [(0, 15), (1, 25)] {
+            a.push(msg("s", 0, o), Some(t));
         }
         assert_eq!(
-            order(&mut a),
+            drain(&mut a),
+            vec![
+                ("b".into(), 0, 0), // both at nothing yet: b first by name
+                ("s".into(), 0, 0), // b is at 10
+                ("b".into(), 0, 1), // s at 15 > b at 10
+                ("s".into(), 0, 1), // b at 20 > s at 15
+                ("b".into(), 0, 2), // s at 25 > b at 20
+            ]
+        );
+    }
+
+    #[test]
+    fn a_late_record_leaves_when_its_partition_is_furthest_behind_not_earlier() {
+        // b's second record is an hour late: like replay, it is read when b is the slowest
+        // partition, by which time s has caught up with b's 100.
+        let mut a = Aligner::new(10);
+        a.set_assignment(&[("b".into(), 0), ("s".into(), 0)]);
+        a.push(msg("b", 0, 0), Some(100));
+        a.push(msg("b", 0, 1), Some(-3600));
+        for (o, t) in [(0, 50), (1, 90), (2, 120)] {
+            a.push(msg("s", 0, o), Some(t));
+        }
+        assert_eq!(
+            drain(&mut a),
             vec![
                 ("b".into(), 0, 0),
                 ("s".into(), 0, 0),
-                ("b".into(), 0, 1),
                 ("s".into(), 0, 1),
-                ("b".into(), 0, 2),
+                ("s".into(), 0, 2),
+                ("b".into(), 0, 1),
             ]
         );
-        assert_eq!(a.buffered(), 0);
     }
 
     #[test]
-    fn nothing_leaves_while_a_partition_behind_has_nothing_buffered() {
+    fn an_expected_partition_with_nothing_buffered_holds_the_others() {
         let mut a = Aligner::new(10);
         a.set_assignment(&[("b".into(), 0), ("s".into(), 0)]);
-        a.push(msg("b", 0, 0, 10));
-        assert_eq!(
-            a.empty_partitions().cloned().collect::<Vec<_>>(),
-            vec![("s".to_string(), 0)]
-        );
-        assert!(a.next(true).is_none());
+        a.push(msg("b", 0, 0), Some(10));
+        assert!(matches!(a.next(|_| false), Next::Record(..)));
+        a.push(msg("b", 0, 1), Some(20));
+        let s = ("s".to_string(), 0);
+        assert!(matches!(a.next(|p| *p == s), Next::Wait(p) if p == s));
         assert_eq!(a.buffered(), 1);
-        assert!(a.next(false).is_some());
+        assert!(matches!(a.next_without_waiting(), Next::Record(..)));
+        assert!(matches!(a.next(|_| true), Next::Empty));
     }
 
     #[test]
     fn a_full_partition_pauses_and_resumes_at_half() {
         let mut a = Aligner::new(4);
         a.set_assignment(&[("b".into(), 0)]);
-        let flows: Vec<_> = (0..4).filter_map(|o| a.push(msg("b", 0, o, o))).collect();
-        assert_eq!(flows, vec![Flow::Pause(("b".into(), 0))]);
-        let resumes: Vec<_> = std::iter::from_fn(|| a.next(false))
-            .filter_map(|(_, f)| f)
+        let flows: Vec<_> = (0..4)
+            .filter_map(|o| a.push(msg("b", 0, o), Some(o)))
             .collect();
+        assert_eq!(flows, vec![Flow::Pause(("b".into(), 0))]);
+        let resumes: Vec<_> = std::iter::from_fn(|| match a.next(|_| false) {
+            Next::Record(_, f) => Some(f),
+            _ => None,
+        })
+        .flatten()
+        .collect();
         assert_eq!(resumes, vec![Flow::Resume(("b".into(), 0))]);
     }
 
@@ -176,9 +226,9 @@ mod tests {
     fn revoked_partitions_lose_their_buffers() {
         let mut a = Aligner::new(4);
         a.set_assignment(&[("b".into(), 0), ("b".into(), 1)]);
-        a.push(msg("b", 1, 0, 1));
+        a.push(msg("b", 1, 0), Some(1));
         a.set_assignment(&[("b".into(), 0)]);
         assert_eq!(a.buffered(), 0);
-        assert!(a.next(false).is_none());
+        assert!(matches!(a.next(|_| true), Next::Empty));
     }
 }

@@ -12,7 +12,7 @@
 //! group, have no such order; the log gives them one, and it is where every record of a join key
 //! meets (all of them, today: one state partition; see docs/SERVICE.md).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -27,11 +27,12 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use crate::config::Config;
 use crate::kafka::client::{consumer_config, create_with_context, producer_config};
-use crate::model::Input;
+use crate::model::{Input, Record};
+use crate::parse::{Parsed, Parser};
 
-use super::align::{Aligner, Flow, InputPartition};
+use super::align::{Aligner, Flow, InputPartition, Next};
 use super::health::{Health, Observed};
-use super::wire::{forwarded_headers, idle_headers, Channel};
+use super::wire::{forwarded_headers, marker_headers, Channel, LogRecord};
 use super::{ServiceError, ServiceTopics, Stop, LOG_PARTITION};
 
 /// How long one wait blocks before the loop looks at its timers again.
@@ -44,8 +45,12 @@ const ASSIGNMENT_CHECK: Duration = Duration::from_millis(100);
 const BATCH: usize = 1000;
 /// Records buffered per input partition before its reading pauses.
 const PARTITION_BUFFER: usize = 2000;
-/// How long a partition behind its end with nothing buffered may hold the others back.
-const MAX_ALIGN_WAIT: Duration = Duration::from_secs(1);
+/// How long partitions with nothing buffered may hold the others back in one stretch (a slow
+/// broker must not stop the rest).
+const MAX_ALIGN_WAIT: Duration = Duration::from_secs(5);
+/// A caught-up partition that delivered a record this recently is live: the others wait for its
+/// next fetch rather than overtake it.
+const ACTIVE_WINDOW: Duration = Duration::from_millis(500);
 
 #[derive(Default)]
 pub struct Forwarding {
@@ -85,6 +90,11 @@ pub struct Ingest {
     paused: bool,
     aligner: Aligner,
     align_blocked_since: Option<Instant>,
+    /// Reads event times for alignment (the state stage parses the record again for itself).
+    parser: Parser,
+    parsed: Vec<Parsed>,
+    /// The partitions assigned at the last look.
+    assigned: BTreeSet<InputPartition>,
 }
 
 /// The part of ingest that writes the log (apart from the consumer, whose messages borrow it).
@@ -108,6 +118,11 @@ impl Ingest {
     ) -> Result<Ingest, ServiceError> {
         let mut cfg = consumer_config(&config.kafka);
         cfg.set("statistics.interval.ms", "1000");
+        if config.kafka.properties.get("fetch.wait.max.ms").is_none() {
+            // Live partitions are waited for until their next fetch (see `ACTIVE_WINDOW`): keep
+            // a fetch from idling longer than that.
+            cfg.set("fetch.wait.max.ms", "100");
+        }
         let consumer: BaseConsumer<Observed> = create_with_context(
             &cfg,
             Observed {
@@ -148,6 +163,9 @@ impl Ingest {
             paused: false,
             aligner: Aligner::new(PARTITION_BUFFER),
             align_blocked_since: None,
+            parser: Parser::new(&config.engine, &config.orders),
+            parsed: Vec::new(),
+            assigned: BTreeSet::new(),
         })
     }
 
@@ -158,7 +176,7 @@ impl Ingest {
         while !stop.requested() {
             self.apply_backpressure();
             if last_assignment_check.elapsed() >= ASSIGNMENT_CHECK {
-                self.follow_assignment();
+                self.follow_assignment()?;
                 last_assignment_check = Instant::now();
             }
             let mut wait = if self.aligner.buffered() > 0 {
@@ -170,7 +188,9 @@ impl Ingest {
                 match self.consumer.poll(wait) {
                     None => break,
                     Some(Ok(m)) => {
-                        if let Some(flow) = self.aligner.push(m.detach()) {
+                        let m = m.detach();
+                        let time = self.event_time(&m);
+                        if let Some(flow) = self.aligner.push(m, time) {
                             self.flow(flow);
                         }
                     }
@@ -212,71 +232,87 @@ impl Ingest {
     }
 
     /// Keeps the aligner's buffers to the assigned partitions.
-    fn follow_assignment(&mut self) {
-        if let Ok(tpl) = self.consumer.assignment() {
-            let assigned: Vec<InputPartition> = tpl
-                .elements()
-                .iter()
-                .map(|e| (e.topic().to_string(), e.partition()))
-                .collect();
-            self.aligner.set_assignment(&assigned);
-        }
-    }
-
-    /// Forwards buffered records in timestamp order while no partition that is behind its end
-    /// has nothing buffered; a partition that stays empty for `MAX_ALIGN_WAIT` (its broker is
-    /// slow) stops holding the others.
-    fn forward_aligned(&mut self) -> Result<(), ServiceError> {
-        loop {
-            let waiting = self.behind_and_empty();
-            let waiting = match (waiting, self.align_blocked_since) {
-                (false, _) => {
-                    self.align_blocked_since = None;
-                    false
-                }
-                (true, None) => {
-                    self.align_blocked_since = Some(Instant::now());
-                    true
-                }
-                (true, Some(since)) => since.elapsed() < MAX_ALIGN_WAIT,
-            };
-            let Some((m, flow)) = self.aligner.next(waiting) else {
-                return Ok(());
-            };
-            self.fwd.forward(&m)?;
-            if let Some(flow) = flow {
-                self.flow(flow);
-            }
-        }
-    }
-
-    /// Whether an assigned partition with nothing buffered still has records to fetch (its
-    /// position is below its high watermark, or either is not known yet).
-    fn behind_and_empty(&self) -> bool {
-        let empty: Vec<&InputPartition> = self.aligner.empty_partitions().collect();
-        if empty.is_empty() {
-            return false;
-        }
-        let Ok(positions) = self.consumer.position() else {
-            return true;
+    /// Keeps the aligner's buffers to the assigned partitions, and announces each newly
+    /// assigned one in the log: the state stage then waits for its records (or its idle marker)
+    /// before letting the watermark pass them.
+    fn follow_assignment(&mut self) -> Result<(), ServiceError> {
+        let Ok(tpl) = self.consumer.assignment() else {
+            return Ok(());
         };
-        empty.into_iter().any(|(topic, partition)| {
-            let Some(high) = cached_high_watermark(&self.consumer, topic, *partition) else {
-                return true;
-            };
-            let position =
-                positions
-                    .find_partition(topic, *partition)
-                    .and_then(|e| match e.offset() {
-                        Offset::Offset(o) => Some(o),
-                        _ => None,
-                    });
-            match position {
-                Some(p) => p < high,
-                // Nothing consumed yet: behind unless the partition is empty.
-                None => high > 0,
+        let assigned: Vec<InputPartition> = tpl
+            .elements()
+            .iter()
+            .map(|e| (e.topic().to_string(), e.partition()))
+            .collect();
+        for (topic, partition) in &assigned {
+            if self.assigned.contains(&(topic.clone(), *partition)) {
+                continue;
             }
-        })
+            if let Some(channel) = self.fwd.channel(topic, *partition) {
+                self.fwd.marker(LogRecord::Assigned(channel))?;
+            }
+        }
+        self.aligner.set_assignment(&assigned);
+        self.assigned = assigned.into_iter().collect();
+        Ok(())
+    }
+
+    /// Forwards buffered records by the alignment rule (see `align`). The partition that must
+    /// go next may hold the rest for `MAX_ALIGN_WAIT` at most (a slow broker must not stop them).
+    fn forward_aligned(&mut self) -> Result<(), ServiceError> {
+        let positions = self.consumer.position().ok();
+        loop {
+            let next = self
+                .aligner
+                .next(|p| expected(&self.consumer, positions.as_ref(), &self.fwd, p));
+            let next = match next {
+                Next::Wait(_) => match self.align_blocked_since {
+                    None => {
+                        self.align_blocked_since = Some(Instant::now());
+                        return Ok(());
+                    }
+                    Some(since) if since.elapsed() < MAX_ALIGN_WAIT => return Ok(()),
+                    Some(_) => {
+                        tracing::debug!(
+                            "alignment wait expired: forwarding without the slow partition"
+                        );
+                        self.aligner.next_without_waiting()
+                    }
+                },
+                other => other,
+            };
+            match next {
+                Next::Record(m, flow) => {
+                    self.align_blocked_since = None;
+                    self.fwd.forward(&m)?;
+                    if let Some(flow) = flow {
+                        self.flow(flow);
+                    }
+                }
+                Next::Wait(_) | Next::Empty => return Ok(()),
+            }
+        }
+    }
+
+    /// The event time the aligner orders a record by: the highest of the events or order
+    /// change it holds (`None` for what has none, a tombstone or a record that does not parse).
+    fn event_time(&mut self, m: &impl Message) -> Option<i64> {
+        let channel = self.fwd.channel(m.topic(), m.partition())?;
+        self.parser.parse(
+            channel.input,
+            channel.partition,
+            m.offset(),
+            m.payload(),
+            &mut self.parsed,
+        );
+        self.parsed
+            .drain(..)
+            .filter_map(|p| match p {
+                Parsed::Record(Record::Event(e)) => Some(e.event_time),
+                Parsed::Record(Record::Order(o)) => Some(o.changed_at),
+                _ => None,
+            })
+            .max()
     }
 
     fn flow(&self, flow: Flow) {
@@ -363,7 +399,7 @@ impl Ingest {
             );
             let record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&self.fwd.log)
                 .partition(LOG_PARTITION)
-                .headers(idle_headers(channel));
+                .headers(marker_headers(LogRecord::Idle(channel)));
             self.fwd.send(record)?;
         }
         Ok(())
@@ -413,13 +449,23 @@ impl Ingest {
 }
 
 impl Forwarder {
+    /// The channel of an input partition (`None` for a topic that is not an input).
+    fn channel(&self, topic: &str, partition: i32) -> Option<Channel> {
+        let input = *self.inputs.get(topic)?;
+        Some(Channel { input, partition })
+    }
+
+    fn marker(&self, marker: LogRecord) -> Result<(), ServiceError> {
+        self.send(
+            BaseRecord::to(&self.log)
+                .partition(LOG_PARTITION)
+                .headers(marker_headers(marker)),
+        )
+    }
+
     fn forward(&mut self, m: &impl Message) -> Result<(), ServiceError> {
-        let Some(&input) = self.inputs.get(m.topic()) else {
+        let Some(channel) = self.channel(m.topic(), m.partition()) else {
             return Ok(());
-        };
-        let channel = Channel {
-            input,
-            partition: m.partition(),
         };
         let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&self.log)
             .partition(LOG_PARTITION)
@@ -502,4 +548,36 @@ fn cached_high_watermark(
     };
     (err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0)
         .then_some(high)
+}
+
+/// Whether input partition `p`, with nothing buffered, will deliver soon: it is behind its high
+/// watermark (or either is not known yet), or it delivered a record within `ACTIVE_WINDOW`
+/// (live traffic: its next fetch is on the way).
+fn expected(
+    consumer: &BaseConsumer<Observed>,
+    positions: Option<&TopicPartitionList>,
+    fwd: &Forwarder,
+    (topic, partition): &InputPartition,
+) -> bool {
+    let recently_active = fwd
+        .channel(topic, *partition)
+        .and_then(|c| fwd.channels.get(&c))
+        .is_some_and(|clock| clock.last_record.elapsed() < ACTIVE_WINDOW);
+    if recently_active {
+        return true;
+    }
+    let Some(high) = cached_high_watermark(consumer, topic, *partition) else {
+        return true;
+    };
+    let position = positions
+        .and_then(|tpl| tpl.find_partition(topic, *partition))
+        .and_then(|e| match e.offset() {
+            Offset::Offset(o) => Some(o),
+            _ => None,
+        });
+    match position {
+        Some(p) => p < high,
+        // Nothing consumed yet: behind unless the partition is empty.
+        None => high > 0,
+    }
 }

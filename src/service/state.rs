@@ -364,8 +364,13 @@ impl StateStage {
                     task.applied.insert(channel, origin);
                 }
             }
+            Ok(LogRecord::Assigned(channel)) => {
+                task.engine
+                    .register_channel(channel.input, channel.partition);
+            }
             Ok(LogRecord::Idle(channel)) => {
-                task.engine.mark_idle(channel.input, &mut task.out); // TEMP until channel watermarks land
+                task.engine
+                    .mark_idle_channel(channel.input, channel.partition, &mut task.out);
             }
             Err(e @ wire::WireError::TooNew(_)) => return Err(ServiceError::Fatal(e.to_string())),
             Err(e) => {

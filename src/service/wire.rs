@@ -22,15 +22,12 @@ pub const VERSION_HEADER: &str = "onecount.v";
 pub const ORIGIN_HEADER: &str = "onecount.origin";
 /// Header: a channel went idle, `<input>:<partition>` (no value).
 pub const IDLE_HEADER: &str = "onecount.idle";
+/// Header: ingest was assigned a channel, `<input>:<partition>` (no value).
+pub const ASSIGNED_HEADER: &str = "onecount.assigned";
 /// Header on outputs: the state partition that wrote it (outputs are recognised per task).
 pub const TASK_HEADER: &str = "onecount.task";
 
-/// One input partition: the unit of ordering and of watermarks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Channel {
-    pub input: Input,
-    pub partition: i32,
-}
+pub use crate::engine::watermark::Channel;
 
 /// A record of the internal log, as the state task sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +36,9 @@ pub enum LogRecord {
     Forwarded { channel: Channel, offset: i64 },
     /// Ingest saw nothing on `channel` for `engine.idle_timeout`.
     Idle(Channel),
+    /// Ingest was assigned `channel`: its records are coming, so it holds the watermark until
+    /// its first record or its idle marker.
+    Assigned(Channel),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -73,15 +73,20 @@ pub fn forwarded_headers(channel: Channel, offset: i64) -> OwnedHeaders {
         })
 }
 
-/// Headers of an idle marker.
-pub fn idle_headers(channel: Channel) -> OwnedHeaders {
+/// Headers of a marker about `channel`.
+pub fn marker_headers(marker: LogRecord) -> OwnedHeaders {
+    let (key, channel) = match marker {
+        LogRecord::Idle(c) => (IDLE_HEADER, c),
+        LogRecord::Assigned(c) => (ASSIGNED_HEADER, c),
+        LogRecord::Forwarded { .. } => unreachable!("a forwarded record is not a marker"),
+    };
     OwnedHeaders::new_with_capacity(2)
         .insert(Header {
             key: VERSION_HEADER,
             value: Some(WIRE_VERSION.to_string().as_bytes()),
         })
         .insert(Header {
-            key: IDLE_HEADER,
+            key,
             value: Some(channel_text(channel).as_bytes()),
         })
 }
@@ -138,15 +143,20 @@ pub fn read<H: Headers>(headers: Option<&H>) -> Result<LogRecord, WireError> {
         })?;
         return Ok(LogRecord::Forwarded { channel, offset });
     }
-    if let Some(text) = header(headers, IDLE_HEADER) {
-        let (channel, rest) = parse_channel(IDLE_HEADER, text)?;
-        if !rest.is_empty() {
-            return Err(WireError::Bad {
-                header: IDLE_HEADER,
-                text: text.to_string(),
-            });
+    for (key, marker) in [
+        (IDLE_HEADER, LogRecord::Idle as fn(Channel) -> LogRecord),
+        (ASSIGNED_HEADER, LogRecord::Assigned),
+    ] {
+        if let Some(text) = header(headers, key) {
+            let (channel, rest) = parse_channel(key, text)?;
+            if !rest.is_empty() {
+                return Err(WireError::Bad {
+                    header: key,
+                    text: text.to_string(),
+                });
+            }
+            return Ok(marker(channel));
         }
-        return Ok(LogRecord::Idle(channel));
     }
     Err(WireError::Unmarked)
 }
@@ -182,8 +192,10 @@ mod tests {
                 offset: 12345
             })
         );
-        let m = message(idle_headers(c));
+        let m = message(marker_headers(LogRecord::Idle(c)));
         assert_eq!(read(m.headers()), Ok(LogRecord::Idle(c)));
+        let m = message(marker_headers(LogRecord::Assigned(c)));
+        assert_eq!(read(m.headers()), Ok(LogRecord::Assigned(c)));
     }
 
     #[test]
