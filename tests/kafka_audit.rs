@@ -468,6 +468,17 @@ fn audit_kafka_exits_like_the_directory_audit_and_2_naming_a_bad_records_offset(
         "{stderr}"
     );
 
+    // An empty range is refused before any read.
+    let run = onecount(&[
+        "audit", "--kafka", "--config", &toml, "--from", "2000", "--to", "1000",
+    ]);
+    assert_eq!(run.status.code(), Some(2));
+    assert!(
+        text(&run.stderr).contains("is not before --to"),
+        "{}",
+        text(&run.stderr)
+    );
+
     // A topic that does not exist is named.
     let mut missing = conversions_only.clone();
     missing.topics.discrepancies = random_name("audit-missing");

@@ -180,8 +180,11 @@ impl KafkaRecords {
                 });
             }
         }
+        // Over the user's properties: an audit never commits, whatever the service's settings.
         let mut cfg = consumer_config(&config.kafka);
-        cfg.set("isolation.level", "read_uncommitted")
+        cfg.set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("isolation.level", "read_uncommitted")
             .set("enable.partition.eof", "false");
         let consumer: BaseConsumer = create(&cfg)?;
         let t = &config.topics;
