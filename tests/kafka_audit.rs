@@ -491,3 +491,40 @@ fn audit_kafka_exits_like_the_directory_audit_and_2_naming_a_bad_records_offset(
         text(&run.stderr)
     );
 }
+
+#[test]
+fn a_partition_ending_in_a_transaction_marker_is_read_to_its_end_without_waiting() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = generated_run(tmp.path(), 300, 13);
+    let config = output_topics("audit-txn", 1);
+    let lines = file_lines(&dir, source::CONVERSIONS);
+    // The last offset of the partition is the commit marker, which no consumer is handed.
+    let producer: BaseProducer<Acks> = producer_config(&config.kafka)
+        .set("transactional.id", random_name("onecount-test-txn"))
+        .create_with_context(Acks::default())
+        .expect("a transactional producer");
+    let timeout = Duration::from_secs(30);
+    producer.init_transactions(timeout).expect("init");
+    producer.begin_transaction().expect("begin");
+    for (key, value) in &lines {
+        let record = BaseRecord::to(topic(&config, 0))
+            .key(key.as_deref().unwrap())
+            .payload(value.as_str());
+        producer.send(record).map_err(|(e, _)| e).expect("send");
+    }
+    producer.commit_transaction(timeout).expect("commit");
+    assert_eq!(
+        producer.context().delivered.load(Ordering::Relaxed),
+        lines.len() as u64
+    );
+
+    let started = std::time::Instant::now();
+    let report =
+        audit_kafka(&config, TimeRange::default(), &AuditOptions::default()).expect("audit");
+    assert_eq!(report.records.conversions, lines.len() as u64);
+    assert!(
+        started.elapsed() < onecount::audit::kafka::STALL_TIMEOUT / 2,
+        "took {:?}",
+        started.elapsed()
+    );
+}
