@@ -157,7 +157,7 @@ struct Part {
     end: i64,
 }
 
-/// The records of the four output topics in the range, partition by partition in offset order
+/// The records of the four output topics in the range, each partition in offset order
 /// (no order across partitions: the tally does not need one).
 pub struct KafkaRecords {
     consumer: BaseConsumer,
