@@ -117,15 +117,29 @@ enum Command {
     /// properties against librdkafka; exits non-zero naming the bad field. Prints the effective
     /// settings, secrets redacted.
     CheckConfig { file: PathBuf },
-    /// Audit a replay output directory: the QA checklist before scaling spend (one conversion
-    /// per action, value/currency and parameter parity, consent, order ids, revenue vs orders,
-    /// dead letters), each check PASS, WARN or FAIL with its numbers. Exits 1 when a check
-    /// fails, 2 when the input cannot be read.
+    /// Audit a replay output directory, or with --kafka what the service wrote to the output
+    /// topics: the QA checklist before scaling spend (one conversion per action, value/currency
+    /// and parameter parity, consent, order ids, revenue vs orders, dead letters), each check
+    /// PASS, WARN or FAIL with its numbers. Exits 1 when a check fails, 2 when the input cannot
+    /// be read.
     Audit {
         /// The replay output directory (conversions.jsonl, discrepancies.jsonl,
         /// dead_letters.jsonl, revenue_windows.jsonl, stats.json).
-        #[arg(long)]
-        dir: PathBuf,
+        #[arg(long, required_unless_present = "kafka", conflicts_with = "kafka")]
+        dir: Option<PathBuf>,
+        /// Read the four output topics of --config ([topics], [kafka]; ONECOUNT_* variables
+        /// apply over it) up to their ends as of now, without joining the consumer group.
+        /// There is no stats.json in Kafka: the checks that need input counts say so.
+        #[arg(long, requires = "config")]
+        kafka: bool,
+        /// With --kafka: the first records, by Kafka timestamp (RFC 3339 or Unix seconds;
+        /// default: the beginning of the topics).
+        #[arg(long, requires = "kafka", value_parser = audit::kafka::Timestamp::parse)]
+        from: Option<audit::kafka::Timestamp>,
+        /// With --kafka: the end, exclusive (RFC 3339 or Unix seconds; default: the ends of the
+        /// topics when the audit starts).
+        #[arg(long, requires = "kafka", value_parser = audit::kafka::Timestamp::parse)]
+        to: Option<audit::kafka::Timestamp>,
         /// text (default), json (machine-readable, stable keys) or html (one self-contained
         /// page with charts).
         #[arg(long, default_value = "text", value_parser = clap::builder::TypedValueParser::map(
@@ -136,7 +150,8 @@ enum Command {
         /// Write the report here instead of standard output.
         #[arg(long)]
         out: Option<PathBuf>,
-        /// The onecount.toml the run used: its engine.ttl and engine.purchase_events.
+        /// The onecount.toml the run used: its engine.ttl and engine.purchase_events (and
+        /// with --kafka its topics and Kafka settings).
         #[arg(long)]
         config: Option<PathBuf>,
     },
@@ -471,12 +486,27 @@ fn run() -> anyhow::Result<ExitCode> {
         Command::Run { config } => run_service(config.as_deref()),
         Command::Audit {
             dir,
+            kafka,
+            from,
+            to,
             format,
             out,
             config,
         } => {
-            let options = audit::AuditOptions::from_engine(&load_config(config.as_ref())?.engine);
-            let report = audit::audit_dir(&dir, &options)?;
+            let report = match dir {
+                Some(dir) => {
+                    let config = load_config(config.as_ref())?;
+                    audit::audit_dir(&dir, &audit::AuditOptions::from_engine(&config.engine))?
+                }
+                None => {
+                    debug_assert!(kafka, "clap requires --dir or --kafka");
+                    let config = Config::load_with_env(config.as_deref())?;
+                    kafka::client::check_properties(&config.kafka)?;
+                    let options = audit::AuditOptions::from_engine(&config.engine);
+                    let range = audit::kafka::TimeRange { from, to };
+                    audit::kafka::audit_kafka(&config, range, &options)?
+                }
+            };
             audit::write(&report, format, out.as_deref())?;
             if let Some(out) = &out {
                 println!(

@@ -5,15 +5,17 @@
 //! a [`Tally`], grading it against named thresholds into a [`Report`] of PASS/WARN/FAIL checks
 //! ([`checks`]), and rendering that report as text, JSON or one self-contained HTML page.
 //! Must not: apply or re-derive an engine rule beyond what the outputs state, or read files
-//! anywhere but [`source`]: the checks take an iterator of [`OutputRecord`]s, so the same code
-//! will audit a time range of the output topics.
+//! anywhere but [`source`] and [`kafka`]: the checks take an iterator of [`OutputRecord`]s, so
+//! the same code audits a replay directory and a time range of the output topics.
 //!
-//! Layout: `source` (a replay output directory as records, and `stats.json`), `tally` (the
+//! Layout: `source` (a replay output directory as records, and `stats.json`; parsing one record
+//! of each kind), `kafka` (a time range of the output topics as records), `tally` (the
 //! one-pass fold), `checks` (thresholds and grading), `report` (the report, its JSON and text
 //! forms), `html` (the HTML page and its SVG charts).
 
 pub mod checks;
 mod html;
+pub mod kafka;
 pub mod report;
 pub mod source;
 pub mod tally;

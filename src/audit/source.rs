@@ -1,8 +1,10 @@
 //! A replay output directory as a stream of [`OutputRecord`]s, and its `stats.json`.
 //!
 //! Owns: opening the five files a replay writes and parsing them line by line, one record in
-//! memory at a time. Must not: judge a record; a line that does not parse stops the audit with
-//! an error naming the file and line (an audit over half a file would grade the wrong numbers).
+//! memory at a time; parsing one record of each output kind ([`parse_record`], which the Kafka
+//! source shares), and the audit's error type. Must not: judge a record; a line that does not
+//! parse stops the audit with an error naming the file and line (an audit over half a file
+//! would grade the wrong numbers).
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Lines};
@@ -35,23 +37,50 @@ pub enum AuditError {
         line: u64,
         error: io::Error,
     },
-    /// A line that is not a record of its file. The parser's message is left out for dead
-    /// letters: they hold original input bytes, which may carry PII in clear.
-    #[error("{} line {line} is not a valid {what} record{}", path.display(), detail(.message))]
+    /// A record that is not a record of its file or topic. The parser's message is left out
+    /// for dead letters: they hold original input bytes, which may carry PII in clear.
+    #[error("{at} is not a valid {what} record{}", detail(.message))]
     Parse {
-        path: PathBuf,
-        line: u64,
+        at: Location,
         what: &'static str,
         message: Option<String>,
     },
-    #[error("{} line {line}: format_version {version} is not {FORMAT_VERSION}, the version this build reads", path.display())]
-    Version {
-        path: PathBuf,
-        line: u64,
-        version: u64,
-    },
+    #[error(
+        "{at}: format_version {version} is not {FORMAT_VERSION}, the version this build reads"
+    )]
+    Version { at: Location, version: u64 },
+    /// The output topics could not be read (see [`super::kafka`]).
+    #[error(transparent)]
+    Kafka(#[from] super::kafka::KafkaAuditError),
     #[error("cannot write the report to {}: {error}", path.display())]
     Write { path: PathBuf, error: io::Error },
+}
+
+/// Where a record that failed was read: a file's line, or a topic's offset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    Line {
+        path: PathBuf,
+        line: u64,
+    },
+    Offset {
+        topic: String,
+        partition: i32,
+        offset: i64,
+    },
+}
+
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Location::Line { path, line } => write!(f, "{} line {line}", path.display()),
+            Location::Offset {
+                topic,
+                partition,
+                offset,
+            } => write!(f, "{topic} partition {partition} offset {offset}"),
+        }
+    }
 }
 
 fn detail(message: &Option<String>) -> String {
@@ -69,8 +98,10 @@ pub fn read_stats(dir: &Path) -> Result<Stats, AuditError> {
         error,
     })?;
     serde_json::from_slice(&text).map_err(|e| AuditError::Parse {
-        path,
-        line: e.line() as u64,
+        at: Location::Line {
+            path,
+            line: e.line() as u64,
+        },
         what: "stats.json",
         message: Some(e.to_string()),
     })
@@ -82,8 +113,9 @@ pub struct DirRecords {
     line: u64,
 }
 
+/// Which output a record is, by the file or topic it was read from.
 #[derive(Debug, Clone, Copy)]
-enum Kind {
+pub(super) enum Kind {
     Conversion,
     Discrepancy,
     DeadLetter,
@@ -91,7 +123,7 @@ enum Kind {
 }
 
 impl Kind {
-    fn what(self) -> &'static str {
+    pub(super) fn what(self) -> &'static str {
         match self {
             Kind::Conversion => "conversion",
             Kind::Discrepancy => "discrepancy",
@@ -123,39 +155,47 @@ impl DirRecords {
     }
 
     fn parse(&self, kind: Kind, path: &Path, text: &str) -> Result<OutputRecord, AuditError> {
-        let parsed = match kind {
-            Kind::Conversion => de(text).map(OutputRecord::Conversion),
-            Kind::Discrepancy => de(text).map(OutputRecord::Discrepancy),
-            Kind::DeadLetter => de(text).map(OutputRecord::DeadLetter),
-            Kind::RevenueWindow => de(text).map(OutputRecord::RevenueWindow),
-        };
-        let version = match &parsed {
-            Ok(OutputRecord::Conversion(r)) => Some(u64::from(r.format_version)),
-            Ok(OutputRecord::Discrepancy(r)) => Some(u64::from(r.format_version)),
-            Ok(OutputRecord::DeadLetter(r)) => Some(u64::from(r.format_version)),
-            Ok(OutputRecord::RevenueWindow(r)) => Some(u64::from(r.format_version)),
-            // A newer format must be reported as such, not as a field this build does not know.
-            Err(_) => serde_json::from_str::<Versioned>(text)
-                .ok()
-                .and_then(|v| v.format_version),
-        };
-        if let Some(version) = version.filter(|v| *v != u64::from(FORMAT_VERSION)) {
-            return Err(AuditError::Version {
-                path: path.to_path_buf(),
-                line: self.line,
-                version,
-            });
-        }
-        parsed.map_err(|e| AuditError::Parse {
+        parse_record(kind, text, || Location::Line {
             path: path.to_path_buf(),
             line: self.line,
-            what: kind.what(),
-            message: match kind {
-                Kind::DeadLetter => None,
-                _ => Some(e.to_string()),
-            },
         })
     }
+}
+
+/// Parses one record of `kind` (a line of its file, the value of a record of its topic); an
+/// error names the record by `at`.
+pub(super) fn parse_record(
+    kind: Kind,
+    text: &str,
+    at: impl FnOnce() -> Location,
+) -> Result<OutputRecord, AuditError> {
+    let parsed = match kind {
+        Kind::Conversion => de(text).map(OutputRecord::Conversion),
+        Kind::Discrepancy => de(text).map(OutputRecord::Discrepancy),
+        Kind::DeadLetter => de(text).map(OutputRecord::DeadLetter),
+        Kind::RevenueWindow => de(text).map(OutputRecord::RevenueWindow),
+    };
+    let version = match &parsed {
+        Ok(OutputRecord::Conversion(r)) => Some(u64::from(r.format_version)),
+        Ok(OutputRecord::Discrepancy(r)) => Some(u64::from(r.format_version)),
+        Ok(OutputRecord::DeadLetter(r)) => Some(u64::from(r.format_version)),
+        Ok(OutputRecord::RevenueWindow(r)) => Some(u64::from(r.format_version)),
+        // A newer format must be reported as such, not as a field this build does not know.
+        Err(_) => serde_json::from_str::<Versioned>(text)
+            .ok()
+            .and_then(|v| v.format_version),
+    };
+    if let Some(version) = version.filter(|v| *v != u64::from(FORMAT_VERSION)) {
+        return Err(AuditError::Version { at: at(), version });
+    }
+    parsed.map_err(|e| AuditError::Parse {
+        at: at(),
+        what: kind.what(),
+        message: match kind {
+            Kind::DeadLetter => None,
+            _ => Some(e.to_string()),
+        },
+    })
 }
 
 fn de<T: DeserializeOwned>(text: &str) -> Result<T, serde_json::Error> {
