@@ -322,11 +322,7 @@ impl StateStage {
     }
 
     fn reader(&self, isolation: &str) -> Result<BaseConsumer, ServiceError> {
-        let mut cfg: ClientConfig = consumer_config(&self.config.kafka);
-        cfg.remove("group.id");
-        cfg.set("enable.partition.eof", "true");
-        cfg.set("isolation.level", isolation);
-        Ok(create(&cfg)?)
+        reader(&self.config, isolation)
     }
 
     /// Applies one log record to the task of its partition.
@@ -523,6 +519,27 @@ fn partitions_of(reader: &BaseConsumer, topic: &str) -> Result<Vec<i32>, Service
         .iter()
         .flat_map(|t| t.partitions().iter().map(|p| p.id()))
         .collect())
+}
+
+/// A consumer outside any group, for reading partitions to their end.
+fn reader(config: &Config, isolation: &str) -> Result<BaseConsumer, ServiceError> {
+    let mut cfg: ClientConfig = consumer_config(&config.kafka);
+    cfg.remove("group.id");
+    cfg.set("enable.partition.eof", "true");
+    cfg.set("isolation.level", isolation);
+    Ok(create(&cfg)?)
+}
+
+/// The restore a state task performs, on its own: reads changelog `topic` partition
+/// `partition` whole (read_committed) into an engine. Returns the engine, the checkpoint and how
+/// many changelog records were read. For benchmarks and tools; the service calls the same code.
+pub fn restore_from_changelog(
+    config: &Config,
+    topic: &str,
+    partition: i32,
+) -> Result<(Engine, Option<Checkpoint>, u64), ServiceError> {
+    let reader = reader(config, "read_committed")?;
+    read_changelog(config, &reader, topic, partition, &Stop::default())
 }
 
 /// Reads changelog partition `partition` whole into a restored engine.
