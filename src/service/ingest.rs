@@ -170,6 +170,7 @@ impl Ingest {
     }
 
     pub fn run(mut self, stop: &Stop) -> Result<(), ServiceError> {
+        let _stage = tracing::info_span!("ingest").entered();
         let mut last_commit = Instant::now();
         let mut last_idle_check = Instant::now();
         let mut last_assignment_check = Instant::now() - IDLE_CHECK;

@@ -119,8 +119,12 @@ impl StateStage {
 
     /// Runs until `stop` is requested, then checkpoints and returns.
     pub fn run(mut self, stop: &Stop) -> Result<(), ServiceError> {
+        let _stage = tracing::info_span!("state", group = %self.topics.state_group).entered();
         while !stop.requested() {
             self.follow_assignment(stop)?;
+            let _batch =
+                tracing::debug_span!("batch", partition = self.task.as_ref().map(|t| t.partition))
+                    .entered();
             let mut applied = 0;
             let mut wait = Duration::from_millis(100);
             let mut polled_at = Instant::now();
@@ -211,6 +215,7 @@ impl StateStage {
     }
 
     fn restore(&mut self, partition: i32, stop: &Stop) -> Result<StateTask, ServiceError> {
+        let _span = tracing::info_span!("restore", partition).entered();
         let started = Instant::now();
         let changelog = self.changelog_producer(partition, stop)?;
         let reader = self.reader("read_committed")?;
@@ -406,6 +411,12 @@ impl StateStage {
 
     /// Writes a checkpoint of `task` (see the module docs for the protocol).
     fn commit(&self, task: &mut StateTask, stop: &Stop) -> Result<(), ServiceError> {
+        let _span = tracing::debug_span!(
+            "checkpoint",
+            partition = task.partition,
+            epoch = task.epoch + 1
+        )
+        .entered();
         for (tp, next) in task.outputs.flush(stop)? {
             let f = task.frontier.entry(tp).or_insert(next);
             *f = (*f).max(next);
@@ -524,7 +535,9 @@ fn partitions_of(reader: &BaseConsumer, topic: &str) -> Result<Vec<i32>, Service
 /// A consumer outside any group, for reading partitions to their end.
 fn reader(config: &Config, isolation: &str) -> Result<BaseConsumer, ServiceError> {
     let mut cfg: ClientConfig = consumer_config(&config.kafka);
-    cfg.remove("group.id");
+    // Partitions are assigned, never subscribed, and nothing is committed; librdkafka still
+    // wants a group id to assign them.
+    cfg.set("group.id", format!("{}-reader", config.kafka.group_id));
     cfg.set("enable.partition.eof", "true");
     cfg.set("isolation.level", isolation);
     Ok(create(&cfg)?)
