@@ -9,4 +9,5 @@
 
 pub mod admin;
 pub mod client;
+pub mod delivery;
 pub mod publish;

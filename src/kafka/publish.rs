@@ -10,14 +10,10 @@
 //! or report success before every record is acknowledged.
 
 use std::io;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use rdkafka::client::ClientContext;
 use rdkafka::error::KafkaError;
-use rdkafka::message::Message;
-use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::util::Timeout;
 
@@ -26,6 +22,7 @@ use crate::generate::{generate, GenerateOptions, Line, TrafficSink, Truth};
 
 use super::admin::{self, AdminError, TopicStatus};
 use super::client::{create_with_context, producer_config, ClientError, DEFAULT_MAX_IN_FLIGHT};
+use super::delivery::DeliveryTally;
 
 /// How a [`KafkaSink`] bounds and finishes its produces.
 #[derive(Debug, Clone)]
@@ -101,37 +98,6 @@ pub enum PublishError {
     Generate(io::Error),
 }
 
-/// Delivery bookkeeping, updated by librdkafka's delivery callback. The callback runs inside
-/// `poll`/`flush` on the producing thread, but `ProducerContext` must be `Sync`: atomics, and a
-/// mutex for the first error only (taken at most once per failed record).
-#[derive(Default)]
-struct Deliveries {
-    in_flight: AtomicUsize,
-    delivered: AtomicU64,
-    failed: AtomicU64,
-    first_error: Mutex<Option<String>>,
-}
-
-impl ClientContext for Deliveries {}
-
-impl ProducerContext for Deliveries {
-    type DeliveryOpaque = ();
-
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        self.in_flight.fetch_sub(1, Ordering::Relaxed);
-        match result {
-            Ok(_) => {
-                self.delivered.fetch_add(1, Ordering::Relaxed);
-            }
-            Err((e, msg)) => {
-                self.failed.fetch_add(1, Ordering::Relaxed);
-                let mut first = self.first_error.lock().unwrap_or_else(|p| p.into_inner());
-                first.get_or_insert_with(|| format!("{} [{}]: {e}", msg.topic(), msg.partition()));
-            }
-        }
-    }
-}
-
 #[derive(Clone, Copy)]
 enum Input {
     Browser,
@@ -142,7 +108,7 @@ enum Input {
 /// The generator's sink over a Kafka producer. Call [`KafkaSink::finish`] at the end: dropping
 /// the sink without it discards what is still unacknowledged.
 pub struct KafkaSink {
-    producer: BaseProducer<Deliveries>,
+    producer: BaseProducer<DeliveryTally>,
     topics: [String; 3],
     opts: PublishOptions,
     sent: Published,
@@ -175,7 +141,7 @@ impl KafkaSink {
             // keeps every partition as dense in event time as live traffic would.
             cfg.set("sticky.partitioning.linger.ms", "0");
         }
-        let producer = create_with_context(&cfg, Deliveries::default())?;
+        let producer = create_with_context(&cfg, DeliveryTally::default())?;
         Ok(KafkaSink {
             producer,
             topics: [
@@ -195,30 +161,22 @@ impl KafkaSink {
         })
     }
 
-    fn deliveries(&self) -> &Deliveries {
+    fn deliveries(&self) -> &DeliveryTally {
         self.producer.context()
     }
 
     /// A failed delivery stops the publish at once: nothing after it could be trusted.
     fn check_failures(&self) -> Result<(), PublishError> {
-        let d = self.deliveries();
-        let failed = d.failed.load(Ordering::Relaxed);
-        if failed == 0 {
-            return Ok(());
+        match self.deliveries().failure() {
+            None => Ok(()),
+            Some((failed, first)) => Err(PublishError::Delivery { failed, first }),
         }
-        let first = d
-            .first_error
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-            .unwrap_or_default();
-        Err(PublishError::Delivery { failed, first })
     }
 
     fn produce(&mut self, input: Input, line: Line) -> Result<(), PublishError> {
         self.check_failures()?;
         // The application's bound: wait for acknowledgements before adding more.
-        while self.deliveries().in_flight.load(Ordering::Relaxed) >= self.opts.max_in_flight {
+        while self.deliveries().in_flight() >= self.opts.max_in_flight {
             self.in_flight_waits += 1;
             self.producer.poll(POLL_WAIT);
             self.check_failures()?;
@@ -249,7 +207,7 @@ impl KafkaSink {
                 }
             }
         }
-        self.deliveries().in_flight.fetch_add(1, Ordering::Relaxed);
+        self.deliveries().sent();
         match input {
             Input::Browser => self.sent.browser += 1,
             Input::Server => self.sent.server += 1,
@@ -276,14 +234,14 @@ impl KafkaSink {
         let flushed = self.producer.flush(Timeout::After(self.opts.flush_timeout));
         self.check_failures()?;
         let d = self.deliveries();
-        let unacknowledged = d.in_flight.load(Ordering::Relaxed);
+        let unacknowledged = d.in_flight();
         if flushed.is_err() || unacknowledged > 0 {
             return Err(PublishError::Flush {
                 unacknowledged,
                 waited: self.opts.flush_timeout,
             });
         }
-        let delivered = d.delivered.load(Ordering::Relaxed);
+        let delivered = d.delivered();
         assert_eq!(
             delivered,
             self.sent.total(),

@@ -13,20 +13,21 @@
 //! meets (all of them, today: one state partition; see docs/SERVICE.md).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
-use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::config::Config;
-use crate::kafka::client::{consumer_config, create_with_context, producer_config};
+use crate::kafka::client::{
+    cached_high_watermark, consumer_config, create_with_context, producer_config,
+};
+use crate::kafka::delivery::DeliveryTally;
 use crate::model::{Input, Record};
 use crate::parse::{Parsed, Parser};
 
@@ -52,32 +53,6 @@ const MAX_ALIGN_WAIT: Duration = Duration::from_secs(5);
 /// next fetch rather than overtake it.
 const ACTIVE_WINDOW: Duration = Duration::from_millis(500);
 
-#[derive(Default)]
-pub struct Forwarding {
-    in_flight: AtomicUsize,
-    failed: AtomicU64,
-    first_error: Mutex<Option<String>>,
-}
-
-impl ClientContext for Forwarding {
-    fn error(&self, error: KafkaError, reason: &str) {
-        tracing::warn!(error = %error, reason, "kafka producer error");
-    }
-}
-
-impl ProducerContext for Forwarding {
-    type DeliveryOpaque = ();
-
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        self.in_flight.fetch_sub(1, Ordering::Relaxed);
-        if let Err((e, _)) = result {
-            self.failed.fetch_add(1, Ordering::Relaxed);
-            let mut first = self.first_error.lock().unwrap_or_else(|p| p.into_inner());
-            first.get_or_insert_with(|| e.to_string());
-        }
-    }
-}
-
 struct ChannelClock {
     last_record: Instant,
     idle_sent: bool,
@@ -99,7 +74,7 @@ pub struct Ingest {
 
 /// The part of ingest that writes the log (apart from the consumer, whose messages borrow it).
 struct Forwarder {
-    producer: BaseProducer<Forwarding>,
+    producer: BaseProducer<DeliveryTally>,
     log: String,
     inputs: HashMap<String, Input>,
     /// Next offset to commit per input partition, for records forwarded since the last commit.
@@ -151,7 +126,7 @@ impl Ingest {
         Ok(Ingest {
             consumer,
             fwd: Forwarder {
-                producer: create_with_context(&pcfg, Forwarding::default())?,
+                producer: create_with_context(&pcfg, DeliveryTally::default())?,
                 log: topics.log.clone(),
                 inputs,
                 pending: BTreeMap::new(),
@@ -215,14 +190,7 @@ impl Ingest {
             }
         }
         // Shutdown: everything forwarded is acknowledged, then committed.
-        while self
-            .fwd
-            .producer
-            .context()
-            .in_flight
-            .load(Ordering::Relaxed)
-            > 0
-        {
+        while self.fwd.producer.context().in_flight() > 0 {
             self.fwd.producer.poll(POLL_WAIT);
             self.fwd.check_failures()?;
             stop.check_deadline()?;
@@ -336,12 +304,7 @@ impl Ingest {
     /// Pauses reading while the log has too many unacknowledged records (the broker is slow or
     /// away), and resumes below half of the bound.
     fn apply_backpressure(&mut self) {
-        let in_flight = self
-            .fwd
-            .producer
-            .context()
-            .in_flight
-            .load(Ordering::Relaxed);
+        let in_flight = self.fwd.producer.context().in_flight();
         let change = if !self.paused && in_flight >= self.fwd.max_in_flight {
             Some(true)
         } else if self.paused && in_flight < self.fwd.max_in_flight / 2 {
@@ -412,15 +375,7 @@ impl Ingest {
         if self.fwd.pending.is_empty() {
             return;
         }
-        if self.fwd.producer.flush(wait).is_err()
-            || self
-                .fwd
-                .producer
-                .context()
-                .in_flight
-                .load(Ordering::Relaxed)
-                > 0
-        {
+        if self.fwd.producer.flush(wait).is_err() || self.fwd.producer.context().in_flight() > 0 {
             return;
         }
         let assigned: Vec<(String, i32)> = match self.consumer.assignment() {
@@ -502,53 +457,18 @@ impl Forwarder {
                 }
             }
         }
-        self.producer
-            .context()
-            .in_flight
-            .fetch_add(1, Ordering::Relaxed);
+        self.producer.context().sent();
         Ok(())
     }
 
     fn check_failures(&self) -> Result<(), ServiceError> {
-        let d = self.producer.context();
-        if d.failed.load(Ordering::Relaxed) == 0 {
-            return Ok(());
+        match self.producer.context().failure() {
+            None => Ok(()),
+            Some((failed, first)) => Err(ServiceError::Fatal(format!(
+                "{failed} records could not be forwarded to the internal log; first: {first}"
+            ))),
         }
-        let first = d
-            .first_error
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-            .unwrap_or_default();
-        Err(ServiceError::Fatal(format!(
-            "a record could not be forwarded to the internal log: {first}"
-        )))
     }
-}
-
-/// The high watermark the consumer last learned from a fetch, without a broker round trip
-/// (librdkafka's `rd_kafka_get_watermark_offsets`, which the `rdkafka` crate does not wrap).
-/// `None` until a fetch has reported one.
-fn cached_high_watermark(
-    consumer: &BaseConsumer<Observed>,
-    topic: &str,
-    partition: i32,
-) -> Option<i64> {
-    let topic = std::ffi::CString::new(topic).ok()?;
-    let (mut low, mut high) = (-1i64, -1i64);
-    // SAFETY: the client pointer is valid while `consumer` lives; the call only reads
-    // librdkafka's cached offsets into the two integers, and `topic` is a valid C string.
-    let err = unsafe {
-        rdkafka::bindings::rd_kafka_get_watermark_offsets(
-            consumer.client().native_ptr(),
-            topic.as_ptr(),
-            partition,
-            &mut low,
-            &mut high,
-        )
-    };
-    (err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0)
-        .then_some(high)
 }
 
 /// Whether input partition `p`, with nothing buffered, will deliver soon: it is behind its high

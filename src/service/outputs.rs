@@ -6,7 +6,6 @@
 //! the engine does, deterministically, which is what makes suppression by content exact.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -23,6 +22,7 @@ use crate::config::Config;
 use crate::engine::Outputs;
 use crate::jsonl;
 use crate::kafka::client::{create_with_context, producer_config, ClientError};
+use crate::kafka::delivery::DeliveryTally;
 
 use super::wire::output_headers;
 use super::{ServiceError, Stop};
@@ -68,9 +68,7 @@ pub struct Deliveries {
     latency: Histogram,
     /// What delivery opaques (micros since `epoch`) count from.
     epoch: Instant,
-    in_flight: AtomicUsize,
-    failed: AtomicU64,
-    first_error: Mutex<Option<String>>,
+    tally: DeliveryTally,
     /// Highest acknowledged offset per output partition.
     acked: Mutex<HashMap<OutputPartition, i64>>,
 }
@@ -86,23 +84,16 @@ impl ProducerContext for Deliveries {
     type DeliveryOpaque = usize;
 
     fn delivery(&self, result: &DeliveryResult<'_>, polled_at: usize) {
-        self.in_flight.fetch_sub(1, Ordering::Relaxed);
-        match result {
-            Ok(m) => {
-                let now = self.epoch.elapsed().as_micros() as usize;
-                self.latency
-                    .observe(now.saturating_sub(polled_at) as f64 / 1e6);
-                let mut acked = self.acked.lock().unwrap_or_else(|p| p.into_inner());
-                let e = acked
-                    .entry((m.topic().to_string(), m.partition()))
-                    .or_insert(m.offset());
-                *e = (*e).max(m.offset());
-            }
-            Err((e, _)) => {
-                self.failed.fetch_add(1, Ordering::Relaxed);
-                let mut first = self.first_error.lock().unwrap_or_else(|p| p.into_inner());
-                first.get_or_insert_with(|| e.to_string());
-            }
+        self.tally.record(result);
+        if let Ok(m) = result {
+            let now = self.epoch.elapsed().as_micros() as usize;
+            self.latency
+                .observe(now.saturating_sub(polled_at) as f64 / 1e6);
+            let mut acked = self.acked.lock().unwrap_or_else(|p| p.into_inner());
+            let e = acked
+                .entry((m.topic().to_string(), m.partition()))
+                .or_insert(m.offset());
+            *e = (*e).max(m.offset());
         }
     }
 }
@@ -145,9 +136,7 @@ impl OutputWriter {
                 Deliveries {
                     latency,
                     epoch: Instant::now(),
-                    in_flight: AtomicUsize::new(0),
-                    failed: AtomicU64::new(0),
-                    first_error: Mutex::new(None),
+                    tally: DeliveryTally::default(),
                     acked: Mutex::new(HashMap::new()),
                 },
             )?,
@@ -233,7 +222,7 @@ impl OutputWriter {
             self.suppressed += 1;
             return Ok(());
         }
-        while self.producer.context().in_flight.load(Ordering::Relaxed) >= self.max_in_flight {
+        while self.producer.context().tally.in_flight() >= self.max_in_flight {
             self.producer.poll(POLL_WAIT);
             self.check_failures()?;
             stop.check_deadline()?;
@@ -256,34 +245,24 @@ impl OutputWriter {
                 }
             }
         }
-        self.producer
-            .context()
-            .in_flight
-            .fetch_add(1, Ordering::Relaxed);
+        self.producer.context().tally.sent();
         self.written += 1;
         Ok(())
     }
 
     fn check_failures(&self) -> Result<(), ServiceError> {
-        let d = self.producer.context();
-        if d.failed.load(Ordering::Relaxed) == 0 {
-            return Ok(());
+        match self.producer.context().tally.failure() {
+            None => Ok(()),
+            Some((failed, first)) => Err(ServiceError::Fatal(format!(
+                "{failed} outputs could not be delivered; first: {first}"
+            ))),
         }
-        let first = d
-            .first_error
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-            .unwrap_or_default();
-        Err(ServiceError::Fatal(format!(
-            "an output could not be delivered: {first}"
-        )))
     }
 
     /// Waits until every output produced is acknowledged; returns the next offset after this
     /// task's last acknowledged record in each output partition it wrote to.
     pub fn flush(&mut self, stop: &Stop) -> Result<BTreeMap<OutputPartition, i64>, ServiceError> {
-        while self.producer.context().in_flight.load(Ordering::Relaxed) > 0 {
+        while self.producer.context().tally.in_flight() > 0 {
             self.producer.poll(POLL_WAIT);
             self.check_failures()?;
             stop.check_deadline()?;

@@ -12,7 +12,6 @@ pub mod proxy;
 pub mod service;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::ffi::CString;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -163,32 +162,13 @@ pub fn consume_all(topic: &str) -> Vec<Record> {
                 *n = (*n).max(at);
             }
         }
-        pending.retain(|p| match fetched_high_watermark(&consumer, topic, *p) {
-            Some(fetched) => next[p] < fetched.max(listed_end[p]),
-            None => true, // no Fetch response yet
+        pending.retain(|p| {
+            match onecount::kafka::client::cached_high_watermark(&consumer, topic, *p) {
+                Some(fetched) => next[p] < fetched.max(listed_end[p]),
+                None => true, // no Fetch response yet
+            }
         });
     }
     records.sort_by_key(|r| (r.partition, r.offset));
     records
-}
-
-/// The high watermark of `topic` partition `partition` in the last Fetch response librdkafka got, or
-/// `None` before the first. (`rdkafka` does not wrap `rd_kafka_get_watermark_offsets`.)
-fn fetched_high_watermark(consumer: &BaseConsumer, topic: &str, partition: i32) -> Option<i64> {
-    let topic = CString::new(topic).expect("a topic name has no NUL");
-    let (mut low, mut high) = (-1_i64, -1_i64);
-    // SAFETY: the client pointer is valid while `consumer` lives (borrowed for the call),
-    // `topic` is a NUL-terminated string that outlives the call, and `low`/`high` are valid
-    // out-pointers. The function only reads librdkafka's cached watermarks under its own lock.
-    let err = unsafe {
-        rdkafka::bindings::rd_kafka_get_watermark_offsets(
-            consumer.client().native_ptr(),
-            topic.as_ptr(),
-            partition,
-            &mut low,
-            &mut high,
-        )
-    };
-    (err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0)
-        .then_some(high)
 }

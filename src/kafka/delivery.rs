@@ -1,0 +1,77 @@
+//! Delivery bookkeeping every onecount producer keeps: records in flight, acknowledged, failed.
+//!
+//! Owns: [`DeliveryTally`], updated from librdkafka's delivery callback (which runs inside
+//! `poll`/`flush` on the producing thread, but a `ProducerContext` must be `Sync`: atomics, and
+//! a mutex for the first error only, taken at most once per failed record). Must not: decide
+//! what a failure means; the caller does (a publish stops, the service stops a stage).
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use rdkafka::client::ClientContext;
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::producer::{DeliveryResult, ProducerContext};
+
+#[derive(Debug, Default)]
+pub struct DeliveryTally {
+    in_flight: AtomicUsize,
+    delivered: AtomicU64,
+    failed: AtomicU64,
+    first_error: Mutex<Option<String>>,
+}
+
+impl DeliveryTally {
+    /// A record was handed to the producer.
+    pub fn sent(&self) {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records sent and not yet acknowledged or failed.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    pub fn delivered(&self) -> u64 {
+        self.delivered.load(Ordering::Relaxed)
+    }
+
+    /// Counts one delivery report.
+    pub fn record(&self, result: &DeliveryResult<'_>) {
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        match result {
+            Ok(_) => {
+                self.delivered.fetch_add(1, Ordering::Relaxed);
+            }
+            Err((e, msg)) => {
+                self.failed.fetch_add(1, Ordering::Relaxed);
+                let mut first = self.first_error.lock().unwrap_or_else(|p| p.into_inner());
+                first.get_or_insert_with(|| format!("{} [{}]: {e}", msg.topic(), msg.partition()));
+            }
+        }
+    }
+
+    /// `Some((records failed, the first failure))` once any record failed.
+    pub fn failure(&self) -> Option<(u64, String)> {
+        let failed = self.failed.load(Ordering::Relaxed);
+        (failed > 0).then(|| {
+            let first = self.first_error.lock().unwrap_or_else(|p| p.into_inner());
+            (failed, first.clone().unwrap_or_default())
+        })
+    }
+}
+
+/// A producer that needs nothing but the tally uses it as its context.
+impl ClientContext for DeliveryTally {
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!(error = %error, reason, "kafka producer error");
+    }
+}
+
+impl ProducerContext for DeliveryTally {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        self.record(result);
+    }
+}
