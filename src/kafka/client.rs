@@ -159,6 +159,33 @@ fn redact(e: KafkaError) -> PropertyError {
     }
 }
 
+/// The high watermark of `topic`/`partition` as of the last fetch response the consumer got,
+/// without a broker round trip, or `None` before the first. (`rdkafka` does not wrap
+/// librdkafka's `rd_kafka_get_watermark_offsets`.)
+pub fn cached_high_watermark<C: rdkafka::consumer::ConsumerContext>(
+    consumer: &rdkafka::consumer::BaseConsumer<C>,
+    topic: &str,
+    partition: i32,
+) -> Option<i64> {
+    use rdkafka::consumer::Consumer;
+    let topic = std::ffi::CString::new(topic).ok()?;
+    let (mut low, mut high) = (-1_i64, -1_i64);
+    // SAFETY: the client pointer is valid while `consumer` lives (borrowed for the call),
+    // `topic` is a NUL-terminated string that outlives the call, and `low`/`high` are valid
+    // out-pointers. The function only reads librdkafka's cached watermarks under its own lock.
+    let err = unsafe {
+        rdkafka::bindings::rd_kafka_get_watermark_offsets(
+            consumer.client().native_ptr(),
+            topic.as_ptr(),
+            partition,
+            &mut low,
+            &mut high,
+        )
+    };
+    (err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0)
+        .then_some(high)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -240,31 +267,4 @@ mod tests {
         assert!(!secret.to_string().contains("hunter2"), "{secret}");
         assert!(secret.to_string().contains(REDACTED), "{secret}");
     }
-}
-
-/// The high watermark of `topic`/`partition` as of the last fetch response the consumer got,
-/// without a broker round trip, or `None` before the first. (`rdkafka` does not wrap
-/// librdkafka's `rd_kafka_get_watermark_offsets`.)
-pub fn cached_high_watermark<C: rdkafka::consumer::ConsumerContext>(
-    consumer: &rdkafka::consumer::BaseConsumer<C>,
-    topic: &str,
-    partition: i32,
-) -> Option<i64> {
-    use rdkafka::consumer::Consumer;
-    let topic = std::ffi::CString::new(topic).ok()?;
-    let (mut low, mut high) = (-1_i64, -1_i64);
-    // SAFETY: the client pointer is valid while `consumer` lives (borrowed for the call),
-    // `topic` is a NUL-terminated string that outlives the call, and `low`/`high` are valid
-    // out-pointers. The function only reads librdkafka's cached watermarks under its own lock.
-    let err = unsafe {
-        rdkafka::bindings::rd_kafka_get_watermark_offsets(
-            consumer.client().native_ptr(),
-            topic.as_ptr(),
-            partition,
-            &mut low,
-            &mut high,
-        )
-    };
-    (err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0)
-        .then_some(high)
 }

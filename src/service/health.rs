@@ -81,6 +81,9 @@ pub struct Observed {
     pub lag: Option<IntGaugeVec>,
     /// Set once the consumer's group assignment is known (after its first rebalance).
     pub rebalanced: Option<Arc<AtomicBool>>,
+    /// Runs before partitions are revoked, inside the rebalance: the state stage waits there
+    /// for its outputs in flight, so the next owner reads back everything this one wrote.
+    pub before_revoke: Option<Box<dyn Fn() + Send + Sync>>,
 }
 
 impl ClientContext for Observed {
@@ -120,6 +123,12 @@ impl ClientContext for Observed {
 }
 
 impl ConsumerContext for Observed {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let (Rebalance::Revoke(_), Some(hook)) = (rebalance, &self.before_revoke) {
+            hook();
+        }
+    }
+
     fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(tpl) => {

@@ -104,6 +104,7 @@ impl Ingest {
                 health,
                 lag: Some(lag),
                 rebalanced: None,
+                before_revoke: None,
             },
         )?;
         let t = &config.topics;

@@ -6,7 +6,7 @@
 //! the engine does, deterministically, which is what makes suppression by content exact.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use prometheus::Histogram;
@@ -103,9 +103,9 @@ const POLL_WAIT: Duration = Duration::from_millis(50);
 
 /// The output producer of one state task.
 pub struct OutputWriter {
-    producer: BaseProducer<Deliveries>,
+    /// Shared with the state consumer's rebalance hook, which flushes it before a revocation.
+    producer: Arc<BaseProducer<Deliveries>>,
     topics: OutputTopics,
-    task: i32,
     max_in_flight: usize,
     /// Records this task wrote after its last checkpoint, before a crash: not written again.
     suppress: HashMap<u128, u32>,
@@ -115,11 +115,7 @@ pub struct OutputWriter {
 }
 
 impl OutputWriter {
-    pub fn new(
-        config: &Config,
-        task: i32,
-        latency: Histogram,
-    ) -> Result<OutputWriter, ClientError> {
+    pub fn new(config: &Config, latency: Histogram) -> Result<OutputWriter, ClientError> {
         let mut cfg = producer_config(&config.kafka);
         // Retried until delivered: the state stage cannot skip an output, and a broker outage
         // is waited out (readiness reports it), not turned into loss.
@@ -131,7 +127,7 @@ impl OutputWriter {
             cfg.set("partitioner", "murmur2_random");
         }
         Ok(OutputWriter {
-            producer: create_with_context(
+            producer: Arc::new(create_with_context(
                 &cfg,
                 Deliveries {
                     latency,
@@ -139,14 +135,29 @@ impl OutputWriter {
                     tally: DeliveryTally::default(),
                     acked: Mutex::new(HashMap::new()),
                 },
-            )?,
+            )?),
             topics: OutputTopics::from_config(config),
-            task,
             max_in_flight: config.service.max_in_flight,
             suppress: HashMap::new(),
             suppressed: 0,
             written: 0,
             buf: Vec::new(),
+        })
+    }
+
+    /// Forgets the outputs expected from an earlier restore (a task restored again starts over).
+    pub fn clear_suppressions(&mut self) {
+        self.suppress.clear();
+    }
+
+    /// A handle that waits for every output in flight (up to `wait`), for the rebalance hook.
+    pub fn flusher(&self, wait: Duration) -> Box<dyn Fn() + Send + Sync> {
+        let producer = self.producer.clone();
+        Box::new(move || {
+            let pending = producer.context().tally.in_flight();
+            if pending > 0 && producer.flush(wait).is_err() {
+                tracing::warn!(pending, "outputs still in flight at a revocation");
+            }
         })
     }
 
@@ -165,10 +176,12 @@ impl OutputWriter {
 
     /// Produces and clears `out`. Blocks (polling for acknowledgements) while the in-flight
     /// bound is reached: that is the backpressure that pauses reading.
-    /// `polled_at`: when the batch that produced `out` was polled (processing latency).
+    /// `task`: the state partition that produced `out` (a header on every output); `polled_at`:
+    /// when its batch was polled (processing latency).
     pub fn write(
         &mut self,
         out: &mut Outputs,
+        task: i32,
         polled_at: Instant,
         stop: &Stop,
     ) -> Result<(), ServiceError> {
@@ -177,10 +190,10 @@ impl OutputWriter {
             .as_micros() as usize;
         let [conversions, discrepancies, dead_letters, windows] = &self.topics.names.clone();
         for c in &out.conversions {
-            self.send(conversions, c.key.as_bytes(), c, opaque, stop)?;
+            self.send(conversions, c.key.as_bytes(), c, task, opaque, stop)?;
         }
         for d in &out.discrepancies {
-            self.send(discrepancies, d.key.as_bytes(), d, opaque, stop)?;
+            self.send(discrepancies, d.key.as_bytes(), d, task, opaque, stop)?;
         }
         for d in &out.dead_letters {
             let p = &d.position;
@@ -191,10 +204,10 @@ impl OutputWriter {
                 p.offset,
                 p.index
             );
-            self.send(dead_letters, key.as_bytes(), d, opaque, stop)?;
+            self.send(dead_letters, key.as_bytes(), d, task, opaque, stop)?;
         }
         for w in &out.revenue_windows {
-            self.send(windows, w.key.as_bytes(), w, opaque, stop)?;
+            self.send(windows, w.key.as_bytes(), w, task, opaque, stop)?;
         }
         out.clear();
         self.producer.poll(Duration::ZERO);
@@ -206,6 +219,7 @@ impl OutputWriter {
         topic: &str,
         key: &[u8],
         record: &T,
+        task: i32,
         opaque: usize,
         stop: &Stop,
     ) -> Result<(), ServiceError> {
@@ -230,7 +244,7 @@ impl OutputWriter {
         let mut record = BaseRecord::with_opaque_to(topic, opaque)
             .key(key)
             .payload(self.buf.as_slice())
-            .headers(output_headers(self.task));
+            .headers(output_headers(task));
         loop {
             match self.producer.send(record) {
                 Ok(()) => break,
@@ -279,10 +293,6 @@ impl OutputWriter {
 
     pub fn topics(&self) -> &OutputTopics {
         &self.topics
-    }
-
-    pub fn producer(&self) -> &BaseProducer<Deliveries> {
-        &self.producer
     }
 }
 

@@ -44,6 +44,8 @@ use super::{ServiceError, ServiceTopics, Stop};
 
 /// How long one broker round trip of the checkpoint may take before it is retried.
 const ROUND_TRIP: Duration = Duration::from_secs(30);
+/// How long a revocation waits for this instance's outputs in flight.
+const REVOKE_FLUSH: Duration = Duration::from_secs(30);
 /// Messages applied before their outputs are written and metrics brought up to date.
 const BATCH: usize = 512;
 
@@ -61,7 +63,6 @@ struct StateTask {
     /// Log offset at the last checkpoint: nothing new since means nothing to write.
     checkpointed_at: i64,
     last_checkpoint: Instant,
-    outputs: OutputWriter,
     changelog: BaseProducer,
     out: Outputs,
     parsed: Vec<Parsed>,
@@ -76,6 +77,9 @@ pub struct StateStage {
     health: Arc<Health>,
     rebalanced: Arc<AtomicBool>,
     task: Option<StateTask>,
+    /// One output producer for every task this instance runs: its records in flight outlive a
+    /// dropped task, and are waited for before any restore reads the outputs back.
+    outputs: OutputWriter,
     /// Whether this process restored a task before: a second restore rebases the counters.
     restored_before: bool,
 }
@@ -94,12 +98,14 @@ impl StateStage {
         cfg.set("max.poll.interval.ms", "1800000");
         cfg.set("isolation.level", "read_committed");
         let rebalanced = Arc::new(AtomicBool::new(false));
+        let outputs = OutputWriter::new(config, metrics.latency.clone())?;
         let consumer: BaseConsumer<Observed> = create_with_context(
             &cfg,
             Observed {
                 health: health.clone(),
                 lag: Some(metrics.consumer_lag.clone()),
                 rebalanced: Some(rebalanced.clone()),
+                before_revoke: Some(outputs.flusher(REVOKE_FLUSH)),
             },
         )?;
         consumer
@@ -113,6 +119,7 @@ impl StateStage {
             health,
             rebalanced,
             task: None,
+            outputs,
             restored_before: false,
         })
     }
@@ -226,13 +233,15 @@ impl StateStage {
             partition,
             stop,
         )?;
-        let mut outputs = OutputWriter::new(&self.config, partition, self.metrics.latency.clone())?;
+        // Everything this instance wrote must be in the topics before they are read back.
+        self.outputs.flush(stop)?;
+        self.outputs.clear_suppressions();
         let first_start = checkpoint.is_none();
         let checkpoint = checkpoint.unwrap_or_default();
         let mut frontier = checkpoint.frontier();
         let output_reader = self.reader("read_uncommitted")?;
-        let mut found = 0u64;
-        for topic in outputs.topics().names.clone() {
+        let mut ranges = Vec::new();
+        for topic in self.outputs.topics().names.clone() {
             for p in partitions_of(&output_reader, &topic)? {
                 let (low, high) = output_reader
                     .fetch_watermarks(&topic, p, ROUND_TRIP)
@@ -245,18 +254,12 @@ impl StateStage {
                     None => low,
                 };
                 frontier.insert((topic.clone(), p), from);
-                found += read_own_outputs(
-                    &output_reader,
-                    &topic,
-                    p,
-                    from,
-                    high,
-                    partition,
-                    &mut outputs,
-                    stop,
-                )?;
+                if from < high {
+                    ranges.push(((topic.clone(), p), from, high));
+                }
             }
         }
+        let found = read_own_outputs(&output_reader, &ranges, partition, &mut self.outputs, stop)?;
         if self.restored_before {
             self.metrics.rebase_stats(engine.stats());
         }
@@ -285,7 +288,6 @@ impl StateStage {
             log_next: checkpoint.log_offset,
             checkpointed_at: checkpoint.log_offset,
             last_checkpoint: Instant::now(),
-            outputs,
             changelog,
             out: Outputs::default(),
             parsed: Vec::new(),
@@ -387,11 +389,12 @@ impl StateStage {
             return Ok(());
         };
         crate::replay::observe(&mut self.metrics, &task.out, &task.engine);
-        let before = task.outputs.suppressed;
-        task.outputs.write(&mut task.out, polled_at, stop)?;
+        let before = self.outputs.suppressed;
+        self.outputs
+            .write(&mut task.out, task.partition, polled_at, stop)?;
         self.metrics
             .outputs_suppressed
-            .inc_by(task.outputs.suppressed - before);
+            .inc_by(self.outputs.suppressed - before);
         Ok(())
     }
 
@@ -410,14 +413,14 @@ impl StateStage {
     }
 
     /// Writes a checkpoint of `task` (see the module docs for the protocol).
-    fn commit(&self, task: &mut StateTask, stop: &Stop) -> Result<(), ServiceError> {
+    fn commit(&mut self, task: &mut StateTask, stop: &Stop) -> Result<(), ServiceError> {
         let _span = tracing::debug_span!(
             "checkpoint",
             partition = task.partition,
             epoch = task.epoch + 1
         )
         .entered();
-        for (tp, next) in task.outputs.flush(stop)? {
+        for (tp, next) in self.outputs.flush(stop)? {
             let f = task.frontier.entry(tp).or_insert(next);
             *f = (*f).max(next);
         }
@@ -540,6 +543,8 @@ fn reader(config: &Config, isolation: &str) -> Result<BaseConsumer, ServiceError
     cfg.set("group.id", format!("{}-reader", config.kafka.group_id));
     cfg.set("enable.partition.eof", "true");
     cfg.set("isolation.level", isolation);
+    // Reading to the end: the last empty fetch (the end of the partition) need not linger.
+    cfg.set("fetch.wait.max.ms", "10");
     Ok(create(&cfg)?)
 }
 
@@ -627,43 +632,55 @@ fn assign(
         .map_err(|e| ServiceError::TaskLost(format!("assigning {topic}/{partition}: {e}")))
 }
 
-/// Reads `topic`/`partition` in [from, to) and registers the records task `task` wrote for
-/// suppression. Returns how many it found.
-#[allow(clippy::too_many_arguments)]
+/// Reads every output partition range [from, to) at once and registers the records task `task`
+/// wrote for suppression. Returns how many it found.
 fn read_own_outputs(
     reader: &BaseConsumer,
-    topic: &str,
-    partition: i32,
-    from: i64,
-    to: i64,
+    ranges: &[(OutputPartition, i64, i64)],
     task: i32,
     outputs: &mut OutputWriter,
     stop: &Stop,
 ) -> Result<u64, ServiceError> {
-    if from >= to {
+    if ranges.is_empty() {
         return Ok(0);
     }
-    assign(reader, topic, partition, Offset::Offset(from))?;
+    let mut tpl = TopicPartitionList::new();
+    let mut ends: BTreeMap<OutputPartition, i64> = BTreeMap::new();
+    for ((topic, p), from, to) in ranges {
+        tpl.add_partition_offset(topic, *p, Offset::Offset(*from))
+            .map_err(|e| ServiceError::Fatal(e.to_string()))?;
+        ends.insert((topic.clone(), *p), *to);
+    }
+    reader
+        .assign(&tpl)
+        .map_err(|e| ServiceError::TaskLost(format!("assigning the output partitions: {e}")))?;
     let task_text = task.to_string();
     let mut found = 0;
-    loop {
+    while !ends.is_empty() {
         match reader.poll(Duration::from_millis(200)) {
             None => stop.check_deadline()?,
-            Some(Err(KafkaError::PartitionEOF(_))) => return Ok(found),
+            Some(Err(KafkaError::PartitionEOF(_))) => {}
             Some(Err(e)) => tracing::warn!(error = %e, "reading back outputs"),
             Some(Ok(m)) => {
+                let key = (m.topic().to_string(), m.partition());
+                let Some(&end) = ends.get(&key) else { continue };
+                if m.offset() >= end {
+                    ends.remove(&key);
+                    continue;
+                }
                 if wire::header(m.headers(), TASK_HEADER) == Some(task_text.as_str()) {
                     outputs.expect_already_written(
-                        topic,
+                        &key.0,
                         m.key().unwrap_or_default(),
                         m.payload().unwrap_or_default(),
                     );
                     found += 1;
                 }
-                if m.offset() + 1 >= to {
-                    return Ok(found);
+                if m.offset() + 1 >= end {
+                    ends.remove(&key);
                 }
             }
         }
     }
+    Ok(found)
 }
