@@ -90,7 +90,7 @@ impl Aligner {
     /// The next record by the alignment rule. `expected(p)`: whether partition `p`, which has
     /// nothing buffered, will deliver soon (else it does not hold the others, like a finished
     /// file in `replay`).
-    pub fn next(&mut self, expected: impl Fn(&InputPartition) -> bool) -> Next {
+    pub fn next(&mut self, mut expected: impl FnMut(&InputPartition) -> bool) -> Next {
         if self.buffered == 0 {
             return Next::Empty;
         }

@@ -44,8 +44,13 @@ const IDLE_CHECK: Duration = Duration::from_millis(250);
 const ASSIGNMENT_CHECK: Duration = Duration::from_millis(100);
 /// Records read from the consumer per loop turn.
 const BATCH: usize = 1000;
-/// Records buffered per input partition before its reading pauses.
-const PARTITION_BUFFER: usize = 2000;
+/// Records buffered per input partition before its reading pauses. Large: librdkafka drops a
+/// paused partition's prefetched records and fetches them again on resume, so pausing is the
+/// last resort against one partition running far ahead, not the everyday flow control
+/// (librdkafka's own queue bounds, `queued.max.messages.kbytes`, are).
+const PARTITION_BUFFER: usize = 50_000;
+/// How long a poll may block while the aligner waits for a partition's next fetch.
+const BLOCKED_POLL_WAIT: Duration = Duration::from_millis(5);
 /// How long partitions with nothing buffered may hold the others back in one stretch (a slow
 /// broker must not stop the rest).
 const MAX_ALIGN_WAIT: Duration = Duration::from_secs(5);
@@ -156,10 +161,14 @@ impl Ingest {
                 self.follow_assignment()?;
                 last_assignment_check = Instant::now();
             }
-            let mut wait = if self.aligner.buffered() > 0 {
-                Duration::ZERO
-            } else {
+            // Nothing buffered, or the aligner waits for a partition's next fetch: block in poll
+            // (briefly) rather than spin.
+            let mut wait = if self.aligner.buffered() == 0 {
                 POLL_WAIT
+            } else if self.align_blocked_since.is_some() {
+                BLOCKED_POLL_WAIT
+            } else {
+                Duration::ZERO
             };
             for _ in 0..BATCH {
                 match self.consumer.poll(wait) {
@@ -230,11 +239,19 @@ impl Ingest {
     /// Forwards buffered records by the alignment rule (see `align`). The partition that must
     /// go next may hold the rest for `MAX_ALIGN_WAIT` at most (a slow broker must not stop them).
     fn forward_aligned(&mut self) -> Result<(), ServiceError> {
+        // Positions and cached high watermarks do not move while buffered records are
+        // forwarded (nothing is polled meanwhile): each empty partition is judged once per call.
         let positions = self.consumer.position().ok();
+        let mut judged: HashMap<InputPartition, bool> = HashMap::new();
         loop {
-            let next = self
-                .aligner
-                .next(|p| expected(&self.consumer, positions.as_ref(), &self.fwd, p));
+            let next = self.aligner.next(|p| {
+                if let Some(&e) = judged.get(p) {
+                    return e;
+                }
+                let e = expected(&self.consumer, positions.as_ref(), &self.fwd, p);
+                judged.insert(p.clone(), e);
+                e
+            });
             let next = match next {
                 Next::Wait(_) => match self.align_blocked_since {
                     None => {
@@ -243,9 +260,7 @@ impl Ingest {
                     }
                     Some(since) if since.elapsed() < MAX_ALIGN_WAIT => return Ok(()),
                     Some(_) => {
-                        tracing::debug!(
-                            "alignment wait expired: forwarding without the slow partition"
-                        );
+                        tracing::debug!("alignment wait expired: forwarding without the slow partition");
                         self.aligner.next_without_waiting()
                     }
                 },
