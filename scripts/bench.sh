@@ -3,8 +3,29 @@
 # peak RSS, then the per-stage breakdown and the bytes each live dedup key costs.
 #   ONECOUNT_BENCH_ACTIONS (default 1000000), ONECOUNT_BENCH_SEED (default 1)
 # Data is generated once into target/bench-data/<actions>-<seed> and reused.
+#
+# scripts/bench.sh service: the Kafka service (benches/service.rs): throughput next to a plain
+# consume of the same topics, processing latency, restore time for 1M and 10M live keys. Uses
+# the broker at ONECOUNT_TEST_KAFKA, or starts one (and stops it after) if none runs.
+#   ONECOUNT_BENCH_SERVICE_ACTIONS (default 200000), ONECOUNT_BENCH_PARTITIONS (default 3),
+#   ONECOUNT_BENCH_RESTORE_KEYS (default 1000000,10000000), ONECOUNT_BENCH_PARTS
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+if [ "${1:-}" = service ]; then
+    echo "== machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
+    echo "== commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown), load: $(cut -d' ' -f1-3 /proc/loadavg)"
+    if [ -z "${ONECOUNT_TEST_KAFKA:-}" ]; then
+        if ! scripts/kafka-broker.sh status >/dev/null 2>&1; then
+            trap 'scripts/kafka-broker.sh stop || true' EXIT
+        fi
+        ONECOUNT_TEST_KAFKA="$(scripts/kafka-broker.sh start)"
+        export ONECOUNT_TEST_KAFKA
+    fi
+    echo "== broker: $ONECOUNT_TEST_KAFKA"
+    cargo bench --quiet --bench service
+    exit 0
+fi
 
 actions=${ONECOUNT_BENCH_ACTIONS:-1000000}
 seed=${ONECOUNT_BENCH_SEED:-1}
