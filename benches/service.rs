@@ -20,12 +20,10 @@ use onecount::config::{Config, TopicsConfig};
 use onecount::engine::{Engine, Outputs};
 use onecount::generate::{GenerateOptions, Truth};
 use onecount::kafka::admin::{ensure_topics, TopicSpec, DEFAULT_TIMEOUT};
-use onecount::kafka::client::consumer_config;
 use onecount::kafka::publish::{generate_to_kafka, PublishOptions};
 use onecount::model::{Event, Input, Page, Position, Properties, Record, Source, User};
 use onecount::parse::Parsed;
-use onecount::service::state::{read_changelog, restore_from_changelog};
-use onecount::service::Stop;
+use onecount::service::state::restore_from_changelog;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
@@ -619,21 +617,8 @@ fn restore_child(brokers: &str, topic: &str, n: u64, records: u64) {
     config.kafka.group_id = random_name("bench-restore");
     let before = status_kb("VmRSS");
     let started = Instant::now();
-    let (engine, _, read) = match restore_from_changelog(&config, topic, 0) {
-        Ok(restored) => restored,
-        // The service's reader drops group.id, and librdkafka's assign needs one ("Requires a
-        // consumer with group.id configured"): the same read, with a reader that keeps it.
-        Err(e) => {
-            println!("restore_from_changelog failed ({e}); reading with a group.id kept");
-            let reader: BaseConsumer = consumer_config(&config.kafka)
-                .set("enable.partition.eof", "true")
-                .set("isolation.level", "read_committed")
-                .create()
-                .expect("a reader");
-            read_changelog(&config, &reader, topic, 0, &Stop::default())
-                .expect("restoring the changelog")
-        }
-    };
+    let (engine, _, read) =
+        restore_from_changelog(&config, topic, 0).expect("restoring the changelog");
     let secs = started.elapsed().as_secs_f64();
     let (peak, after) = (status_kb("VmHWM"), status_kb("VmRSS"));
     assert_eq!(read, records, "the whole changelog was read");

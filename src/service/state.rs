@@ -560,9 +560,8 @@ pub fn restore_from_changelog(
     read_changelog(config, &reader, topic, partition, &Stop::default())
 }
 
-/// Reads changelog partition `partition` whole into a restored engine. Public for the
-/// service benchmark, which passes a reader of its own.
-pub fn read_changelog(
+/// Reads changelog partition `partition` whole into a restored engine.
+fn read_changelog(
     config: &Config,
     reader: &BaseConsumer,
     topic: &str,
