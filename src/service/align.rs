@@ -83,6 +83,11 @@ impl Aligner {
             .then_some(Flow::Pause(key))
     }
 
+    /// Whether partition `p` has nothing buffered.
+    pub fn is_empty(&self, p: &InputPartition) -> bool {
+        self.partitions.get(p).is_none_or(|b| b.records.is_empty())
+    }
+
     pub fn buffered(&self) -> usize {
         self.buffered
     }

@@ -50,6 +50,10 @@ impl Health {
         self.publish();
     }
 
+    pub fn broker_up(&self) -> bool {
+        self.broker_up.load(Ordering::Relaxed)
+    }
+
     /// The state stage has restored what it owns (or owns nothing) and is processing.
     pub fn set_state_ready(&self, ready: bool) {
         self.state_ready.store(ready, Ordering::Relaxed);

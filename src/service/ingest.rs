@@ -70,6 +70,9 @@ pub struct Ingest {
     paused: bool,
     aligner: Aligner,
     align_blocked_since: Option<Instant>,
+    health: Arc<Health>,
+    /// The broker was unreachable at the last idle check.
+    outage: bool,
     /// Reads event times for alignment (the state stage parses the record again for itself).
     parser: Parser,
     parsed: Vec<Parsed>,
@@ -103,6 +106,7 @@ impl Ingest {
             // a fetch from idling longer than that.
             cfg.set("fetch.wait.max.ms", "100");
         }
+        let health_for_idle = health.clone();
         let consumer: BaseConsumer<Observed> = create_with_context(
             &cfg,
             Observed {
@@ -144,6 +148,8 @@ impl Ingest {
             paused: false,
             aligner: Aligner::new(PARTITION_BUFFER),
             align_blocked_since: None,
+            health: health_for_idle,
+            outage: false,
             parser: Parser::new(&config.engine, &config.orders),
             parsed: Vec::new(),
             assigned: BTreeSet::new(),
@@ -260,7 +266,9 @@ impl Ingest {
                     }
                     Some(since) if since.elapsed() < MAX_ALIGN_WAIT => return Ok(()),
                     Some(_) => {
-                        tracing::debug!("alignment wait expired: forwarding without the slow partition");
+                        tracing::debug!(
+                            "alignment wait expired: forwarding without the slow partition"
+                        );
                         self.aligner.next_without_waiting()
                     }
                 },
@@ -349,24 +357,39 @@ impl Ingest {
     /// Sends an idle marker for every assigned channel without a record for `idle_timeout`
     /// (once, until its next record).
     fn mark_idle_channels(&mut self) -> Result<(), ServiceError> {
+        let now = Instant::now();
+        // Silence while the broker is away is not idleness: nothing could be fetched. Once it
+        // is back, every channel gets a fresh `idle_timeout` to deliver its backlog.
+        if !self.health.broker_up() {
+            self.outage = true;
+            return Ok(());
+        }
+        if std::mem::take(&mut self.outage) {
+            for clock in self.fwd.channels.values_mut() {
+                clock.last_record = now;
+            }
+        }
         let Ok(assigned) = self.consumer.assignment() else {
             return Ok(());
         };
-        let now = Instant::now();
+        let positions = self.consumer.position().ok();
         let mut quiet = Vec::new();
         for e in assigned.elements() {
-            let Some(&input) = self.fwd.inputs.get(e.topic()) else {
+            let key = (e.topic().to_string(), e.partition());
+            let Some(channel) = self.fwd.channel(&key.0, key.1) else {
                 continue;
-            };
-            let channel = Channel {
-                input,
-                partition: e.partition(),
             };
             let clock = self.fwd.channels.entry(channel).or_insert(ChannelClock {
                 last_record: now,
                 idle_sent: false,
             });
-            if !clock.idle_sent && now.duration_since(clock.last_record) >= self.fwd.idle_timeout {
+            // Idle: nothing for `idle_timeout`, nothing waiting in the aligner, and nothing
+            // left to fetch.
+            if !clock.idle_sent
+                && now.duration_since(clock.last_record) >= self.fwd.idle_timeout
+                && self.aligner.is_empty(&key)
+                && !behind(&self.consumer, positions.as_ref(), &key)
+            {
                 clock.idle_sent = true;
                 quiet.push(channel);
             }
@@ -377,10 +400,7 @@ impl Ingest {
                 partition = channel.partition,
                 "channel idle"
             );
-            let record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&self.fwd.log)
-                .partition(LOG_PARTITION)
-                .headers(marker_headers(LogRecord::Idle(channel)));
-            self.fwd.send(record)?;
+            self.fwd.marker(LogRecord::Idle(channel))?;
         }
         Ok(())
     }
@@ -500,9 +520,16 @@ fn expected(
         .channel(topic, *partition)
         .and_then(|c| fwd.channels.get(&c))
         .is_some_and(|clock| clock.last_record.elapsed() < ACTIVE_WINDOW);
-    if recently_active {
-        return true;
-    }
+    recently_active || behind(consumer, positions, &(topic.clone(), *partition))
+}
+
+/// Whether the consumer's position in input partition `p` is below its high watermark (or
+/// either is not known yet): records are still to be fetched.
+fn behind(
+    consumer: &BaseConsumer<Observed>,
+    positions: Option<&TopicPartitionList>,
+    (topic, partition): &InputPartition,
+) -> bool {
     let Some(high) = cached_high_watermark(consumer, topic, *partition) else {
         return true;
     };
