@@ -292,6 +292,21 @@ impl StateStage {
             out: Outputs::default(),
             parsed: Vec::new(),
         };
+        // The consumer may be past the checkpoint (records polled by a task that was then
+        // dropped, or while no task was there): processing resumes exactly at the checkpoint.
+        self.consumer
+            .seek(
+                &self.topics.log,
+                partition,
+                Offset::Offset(task.log_next),
+                ROUND_TRIP,
+            )
+            .map_err(|e| {
+                ServiceError::TaskLost(format!(
+                    "seeking the log to the checkpoint's offset {}: {e}",
+                    task.log_next
+                ))
+            })?;
         if first_start {
             // Record the frontier before the first output: a crash before the next checkpoint
             // must find what it wrote after it.
