@@ -137,6 +137,7 @@ pub struct Metrics {
     drift_ratio: GaugeVec,
     state_keys: IntGaugeVec,
     state_bytes: IntGauge,
+    accounted: IntGauge,
     watermark_lag: GaugeVec,
     pub consumer_lag: IntGaugeVec,
     pub latency: Histogram,
@@ -185,6 +186,13 @@ impl Metrics {
     /// label whatever the cap.
     pub fn new(max_pixels: usize, configured_pixels: &[String]) -> Metrics {
         let r = Registry::new();
+        let accounted = register(
+            &r,
+            IntGauge::new(
+                "onecount_accounted_records",
+                "Input records the engine's state accounts for (every bucket), restored with it.",
+            ),
+        );
         let state_bytes = register(
             &r,
             IntGauge::new(
@@ -368,6 +376,7 @@ impl Metrics {
             ),
             state_keys,
             state_bytes,
+            accounted,
             consumer_lag,
             restores,
             restored_records,
@@ -546,6 +555,12 @@ impl Metrics {
                     .set(drift);
             }
         }
+    }
+
+    /// The engine's total accounting: exact across restores, where counters may count records
+    /// processed again after an in-process restore.
+    pub fn observe_accounted(&self, stats: &Stats) {
+        self.accounted.set(stats.accounted() as i64);
     }
 
     pub fn observe_state(&self, size: &StateSize) {

@@ -301,6 +301,7 @@ pub fn observe(metrics: &mut Metrics, out: &Outputs, engine: &Engine) {
     }
     metrics.observe_windows(&out.revenue_windows);
     metrics.observe_state(&engine.state_size());
+    metrics.observe_accounted(engine.stats());
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64);

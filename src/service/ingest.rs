@@ -70,6 +70,8 @@ pub struct Ingest {
     paused: bool,
     aligner: Aligner,
     align_blocked_since: Option<Instant>,
+    /// The committed offset each assigned partition started from.
+    start_offsets: HashMap<InputPartition, i64>,
     health: Arc<Health>,
     /// The broker was unreachable at the last idle check.
     outage: bool,
@@ -148,6 +150,7 @@ impl Ingest {
             paused: false,
             aligner: Aligner::new(PARTITION_BUFFER),
             align_blocked_since: None,
+            start_offsets: HashMap::new(),
             health: health_for_idle,
             outage: false,
             parser: Parser::new(&config.engine, &config.orders),
@@ -229,14 +232,38 @@ impl Ingest {
             .iter()
             .map(|e| (e.topic().to_string(), e.partition()))
             .collect();
+        let mut new = TopicPartitionList::new();
         for (topic, partition) in &assigned {
             if self.assigned.contains(&(topic.clone(), *partition)) {
                 continue;
             }
+            new.add_partition(topic, *partition);
             if let Some(channel) = self.fwd.channel(topic, *partition) {
                 self.fwd.marker(LogRecord::Assigned(channel))?;
             }
         }
+        // Where each new partition starts: until a record of it is consumed, the consumer
+        // reports no position, and a partition read to its end before a restart would look
+        // behind forever.
+        if new.count() > 0 {
+            match self
+                .consumer
+                .committed_offsets(new, Duration::from_secs(10))
+            {
+                Ok(committed) => {
+                    for e in committed.elements() {
+                        let start = match e.offset() {
+                            Offset::Offset(o) => o,
+                            _ => 0,
+                        };
+                        self.start_offsets
+                            .insert((e.topic().to_string(), e.partition()), start);
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "reading committed input offsets"),
+            }
+        }
+        self.start_offsets.retain(|p, _| assigned.contains(p));
         self.aligner.set_assignment(&assigned);
         self.assigned = assigned.into_iter().collect();
         Ok(())
@@ -254,29 +281,34 @@ impl Ingest {
                 if let Some(&e) = judged.get(p) {
                     return e;
                 }
-                let e = expected(&self.consumer, positions.as_ref(), &self.fwd, p);
+                let e = expected(
+                    &self.consumer,
+                    positions.as_ref(),
+                    &self.start_offsets,
+                    &self.fwd,
+                    p,
+                );
                 judged.insert(p.clone(), e);
                 e
             });
-            let next = match next {
+            let (next, waited_out) = match next {
                 Next::Wait(_) => match self.align_blocked_since {
                     None => {
                         self.align_blocked_since = Some(Instant::now());
                         return Ok(());
                     }
                     Some(since) if since.elapsed() < MAX_ALIGN_WAIT => return Ok(()),
-                    Some(_) => {
-                        tracing::debug!(
-                            "alignment wait expired: forwarding without the slow partition"
-                        );
-                        self.aligner.next_without_waiting()
-                    }
+                    // Waited long enough: forward without the slow partition until it delivers
+                    // (the wait is not started over for every record).
+                    Some(_) => (self.aligner.next_without_waiting(), true),
                 },
-                other => other,
+                other => (other, false),
             };
             match next {
                 Next::Record(m, flow) => {
-                    self.align_blocked_since = None;
+                    if !waited_out {
+                        self.align_blocked_since = None;
+                    }
                     self.fwd.forward(&m)?;
                     if let Some(flow) = flow {
                         self.flow(flow);
@@ -388,7 +420,12 @@ impl Ingest {
             if !clock.idle_sent
                 && now.duration_since(clock.last_record) >= self.fwd.idle_timeout
                 && self.aligner.is_empty(&key)
-                && !behind(&self.consumer, positions.as_ref(), &key)
+                && !behind(
+                    &self.consumer,
+                    positions.as_ref(),
+                    &self.start_offsets,
+                    &key,
+                )
             {
                 clock.idle_sent = true;
                 quiet.push(channel);
@@ -513,6 +550,7 @@ impl Forwarder {
 fn expected(
     consumer: &BaseConsumer<Observed>,
     positions: Option<&TopicPartitionList>,
+    starts: &HashMap<InputPartition, i64>,
     fwd: &Forwarder,
     (topic, partition): &InputPartition,
 ) -> bool {
@@ -520,7 +558,7 @@ fn expected(
         .channel(topic, *partition)
         .and_then(|c| fwd.channels.get(&c))
         .is_some_and(|clock| clock.last_record.elapsed() < ACTIVE_WINDOW);
-    recently_active || behind(consumer, positions, &(topic.clone(), *partition))
+    recently_active || behind(consumer, positions, starts, &(topic.clone(), *partition))
 }
 
 /// Whether the consumer's position in input partition `p` is below its high watermark (or
@@ -528,6 +566,7 @@ fn expected(
 fn behind(
     consumer: &BaseConsumer<Observed>,
     positions: Option<&TopicPartitionList>,
+    starts: &HashMap<InputPartition, i64>,
     (topic, partition): &InputPartition,
 ) -> bool {
     let Some(high) = cached_high_watermark(consumer, topic, *partition) else {
@@ -539,9 +578,12 @@ fn behind(
             Offset::Offset(o) => Some(o),
             _ => None,
         });
-    match position {
-        Some(p) => p < high,
-        // Nothing consumed yet: behind unless the partition is empty.
-        None => high > 0,
-    }
+    // Nothing consumed yet: where it started (its committed offset, or the beginning).
+    let position = position.unwrap_or_else(|| {
+        starts
+            .get(&(topic.clone(), *partition))
+            .copied()
+            .unwrap_or(0)
+    });
+    position < high
 }
