@@ -125,6 +125,23 @@ const IN_A_DEMO: &[(&str, InDemo)] = &[
         "onecount_restored_records_total",
         InDemo::Zero("a restore reads the Kafka changelog: a file run restores nothing"),
     ),
+    (
+        "onecount_resume_offset",
+        InDemo::Zero("set by a restore of the Kafka service: a file run restores nothing"),
+    ),
+    (
+        "onecount_outputs_suppressed_total",
+        InDemo::Zero("outputs written again after a Kafka restore: a file run restores nothing"),
+    ),
+    (
+        "onecount_replayed_records_total",
+        InDemo::Zero("internal-log records forwarded twice: a file run has no internal log"),
+    ),
+    (
+        "onecount_broker_up",
+        InDemo::Zero("set from the Kafka clients' statistics: a file run has no broker"),
+    ),
+    ("onecount_accounted_records", InDemo::Present),
     ("onecount_ready", InDemo::Present),
     ("onecount_build_info", InDemo::Present),
 ];

@@ -515,6 +515,42 @@ def build() -> dash_m.Dashboard:
         )
     )
     board = board.with_panel(
+        timeseries(
+            ids,
+            "Recovery",
+            "After restores, last hour: outputs recognised as already written (not written "
+            "twice) and input records forwarded again and skipped; and the log offset each "
+            "instance resumed from.",
+            [
+                query("sum(increase(onecount_outputs_suppressed_total[1h]))", "suppressed", "A"),
+                query("sum(increase(onecount_replayed_records_total[1h]))", "replayed", "B"),
+                query("max(onecount_resume_offset)", "resume offset", "C"),
+            ],
+            "short",
+            width=4,
+        )
+    )
+    board = board.with_panel(
+        stat(
+            ids,
+            "Broker reachable",
+            "Instances that reach the Kafka cluster, of those running.",
+            query("sum(onecount_broker_up)", "up"),
+            "short",
+            [(None, "red"), (1, "green")],
+        )
+    )
+    board = board.with_panel(
+        timeseries(
+            ids,
+            "Accounted input records",
+            "Input records the engine's state accounts for (every bucket), restored with it.",
+            [query("max(onecount_accounted_records)", "accounted")],
+            "short",
+            width=4,
+        )
+    )
+    board = board.with_panel(
         stat(
             ids,
             "Versions running",
