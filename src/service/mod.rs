@@ -194,16 +194,7 @@ fn ensure_service_topics(config: &Config, topics: &ServiceTopics) -> Result<(), 
     // Missing inputs too: subscribed from the start, all three are assigned in the first
     // rebalance, so none starts behind the others.
     let mut specs: Vec<TopicSpec> = crate::kafka::admin::input_specs(t);
-    specs.extend(
-        [
-            &t.conversions,
-            &t.discrepancies,
-            &t.dead_letters,
-            &t.revenue_windows,
-        ]
-        .into_iter()
-        .map(|name| TopicSpec::new(name, t)),
-    );
+    specs.extend(t.outputs().map(|(_, name)| TopicSpec::new(name, t)));
     let mut log = TopicSpec::repartition(&topics.log, t);
     log.partitions = 1;
     let mut changelog = TopicSpec::changelog(&topics.changelog, t);

@@ -27,25 +27,9 @@ use crate::kafka::delivery::DeliveryTally;
 use super::wire::output_headers;
 use super::{ServiceError, Stop};
 
-/// The four output kinds, in the order of [`OutputTopics::names`].
-#[derive(Debug, Clone)]
-pub struct OutputTopics {
-    pub names: [String; 4],
-}
-
-impl OutputTopics {
-    pub fn from_config(config: &Config) -> OutputTopics {
-        let t = &config.topics;
-        OutputTopics {
-            names: [
-                t.conversions.clone(),
-                t.discrepancies.clone(),
-                t.dead_letters.clone(),
-                t.revenue_windows.clone(),
-            ],
-        }
-    }
-}
+/// The four output topics, in the order of `TopicsConfig::outputs`: conversions,
+/// discrepancies, dead letters, revenue windows.
+pub type OutputTopics = [String; 4];
 
 /// An output partition: (topic, partition).
 pub type OutputPartition = (String, i32);
@@ -136,7 +120,7 @@ impl OutputWriter {
                     acked: Mutex::new(HashMap::new()),
                 },
             )?),
-            topics: OutputTopics::from_config(config),
+            topics: config.topics.outputs().map(|(_, name)| name.to_string()),
             max_in_flight: config.service.max_in_flight,
             suppress: HashMap::new(),
             suppressed: 0,
@@ -188,7 +172,7 @@ impl OutputWriter {
         let opaque = polled_at
             .saturating_duration_since(self.producer.context().epoch)
             .as_micros() as usize;
-        let [conversions, discrepancies, dead_letters, windows] = &self.topics.names.clone();
+        let [conversions, discrepancies, dead_letters, windows] = &self.topics.clone();
         for c in &out.conversions {
             self.send(conversions, c.key.as_bytes(), c, task, opaque, stop)?;
         }

@@ -241,7 +241,7 @@ impl StateStage {
         let mut frontier = checkpoint.frontier();
         let output_reader = self.reader("read_uncommitted")?;
         let mut ranges = Vec::new();
-        for topic in self.outputs.topics().names.clone() {
+        for topic in self.outputs.topics().clone() {
             for p in partitions_of(&output_reader, &topic)? {
                 let (low, high) = output_reader
                     .fetch_watermarks(&topic, p, ROUND_TRIP)
