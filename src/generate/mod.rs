@@ -171,7 +171,7 @@ pub(crate) fn run(
     let start_ms = opts.start_time.saturating_mul(1000);
     let span_ms = i64::from(opts.span_hours) * 3_600_000;
     let mut planner = Planner::new(opts.seed, start_ms, Shares::DEFAULT);
-    let mut sched = Scheduler::new(opts.seed);
+    let mut sched = Scheduler::new(opts.seed, start_ms.saturating_add(span_ms));
     if record_arrivals {
         sched.arrivals = Some(Vec::new());
     }

@@ -14,6 +14,13 @@
 //! placed after it, so its condition holds whatever the rest of the traffic looks like. If its
 //! arrival would then be too late (it would count as late instead), or the input ends first, it
 //! is not sent at all, and its bucket is never counted.
+//!
+//! Nor is a deferred record that would arrive within [`QUIET_TAIL_MS`] of the end of the
+//! traffic's span. Near the end the inputs run dry one after another; what a record read then
+//! meets depends on how a reader treats an input with nothing more to give: `replay` lets a
+//! finished file go at once, a stream waits `idle_timeout` of wall-clock time before it lets an
+//! input partition go. Both are right, and no truth could say which copy a stream sees first,
+//! so the plan keeps its watermark-dependent records where every input is still flowing.
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
@@ -35,6 +42,9 @@ pub(crate) const BATCH_WINDOW_MS: i64 = 25_000;
 /// Lines are written once the plan has moved this far past their arrival: nothing planned
 /// later can arrive earlier (orders are created at most 90 s before their purchase).
 const RELEASE_MARGIN_MS: i64 = 10 * 60_000;
+/// Deferred records are not sent in this last stretch of the span (see the module doc): it is
+/// longer than the gaps between records of the sparsest input partition of a small run.
+pub(crate) const QUIET_TAIL_MS: i64 = 2 * 3_600_000;
 /// Prompt copies arrive this close after their event time (exclusive).
 const PROMPT_MS: i64 = super::scenario::JITTER_MS;
 
@@ -143,10 +153,13 @@ pub(crate) struct Scheduler {
     rng: ChaCha8Rng,
     /// Arrival of each written line, for tests.
     pub(crate) arrivals: Option<Vec<(File, i64)>>,
+    /// No deferred record arrives after this (the start of the span's quiet tail).
+    deferred_until: i64,
 }
 
 impl Scheduler {
-    pub(crate) fn new(seed: u64) -> Scheduler {
+    /// A scheduler for traffic that ends at `span_end` (event time, ms).
+    pub(crate) fn new(seed: u64, span_end: i64) -> Scheduler {
         Scheduler {
             heaps: Default::default(),
             deferred: Default::default(),
@@ -158,6 +171,7 @@ impl Scheduler {
             truth: Truth::new(),
             rng: ChaCha8Rng::seed_from_u64(seed ^ 0x00ba_7c4e_5000_0000),
             arrivals: None,
+            deferred_until: span_end - QUIET_TAIL_MS,
         }
     }
 
@@ -207,7 +221,7 @@ impl Scheduler {
             {
                 let Reverse(d) = self.deferred[f].pop().expect("peeked");
                 let at = d.defer.min_arrival.max(arrival + 1);
-                if at <= d.defer.max_arrival {
+                if at <= d.defer.max_arrival.min(self.deferred_until) {
                     debug_assert!(at >= self.written_before, "placed behind a written line");
                     let seq = self.next_seq();
                     self.heaps[f].push(Reverse(Item {
@@ -270,7 +284,7 @@ impl Scheduler {
         if let Some((he, ha)) = self.highest[f] {
             if he > defer.after_event_time {
                 let at = defer.min_arrival.max(ha + 1);
-                if at <= defer.max_arrival {
+                if at <= defer.max_arrival.min(self.deferred_until) {
                     self.place(file, at, line, vec![tag], Some(copy.time));
                 }
                 return;

@@ -138,6 +138,9 @@ fn files_are_in_arrival_order_and_read_back_as_the_truth_says() {
     let mut dead = 0;
     let mut tombstones = 0;
     let mut late_arrivals = 0;
+    let o = opts(10_000, 5);
+    let quiet_tail =
+        o.start_time * 1000 + i64::from(o.span_hours) * 3_600_000 - super::schedule::QUIET_TAIL_MS;
     for file in File::ALL {
         let file_arrivals = arrivals.iter().filter(|(f, _)| *f == file).map(|(_, a)| *a);
         let mut n = 0;
@@ -158,6 +161,12 @@ fn files_are_in_arrival_order_and_read_back_as_the_truth_says() {
                 assert!(arrival >= t, "{file:?} line arrives before its event time");
                 if arrival - t >= 120_000 {
                     late_arrivals += 1;
+                    // Deliberately late copies keep out of the span's quiet tail.
+                    assert!(
+                        arrival <= quiet_tail,
+                        "{file:?}: a late copy arrives {} s into the quiet tail",
+                        (arrival - quiet_tail) / 1000
+                    );
                 }
             }
         }
