@@ -51,9 +51,13 @@ const BATCH: usize = 1000;
 const PARTITION_BUFFER: usize = 50_000;
 /// How long a poll may block while the aligner waits for a partition's next fetch.
 const BLOCKED_POLL_WAIT: Duration = Duration::from_millis(5);
-/// How long partitions with nothing buffered may hold the others back in one stretch (a slow
-/// broker must not stop the rest).
+/// How long a live partition (or one whose end is not known yet) with nothing buffered may hold
+/// the others back in one stretch. A partition known to be behind its end holds them for as
+/// long as its fetch takes, as Kafka Streams' tasks wait for data already on the broker
+/// (KIP-695): forwarding past it would reorder event time, and the counts with it.
 const MAX_ALIGN_WAIT: Duration = Duration::from_secs(5);
+/// How often a long wait for a partition behind its end is logged.
+const BEHIND_WAIT_LOG: Duration = Duration::from_secs(30);
 /// A caught-up partition that delivered a record this recently is live: the others wait for its
 /// next fetch rather than overtake it.
 const ACTIVE_WINDOW: Duration = Duration::from_millis(500);
@@ -70,6 +74,8 @@ pub struct Ingest {
     paused: bool,
     aligner: Aligner,
     align_blocked_since: Option<Instant>,
+    /// Since when, and last logged when, the aligner waits for a partition behind its end.
+    behind_wait: Option<(Instant, Instant)>,
     /// The committed offset each assigned partition started from.
     start_offsets: HashMap<InputPartition, i64>,
     health: Arc<Health>,
@@ -150,6 +156,7 @@ impl Ingest {
             paused: false,
             aligner: Aligner::new(PARTITION_BUFFER),
             align_blocked_since: None,
+            behind_wait: None,
             start_offsets: HashMap::new(),
             health: health_for_idle,
             outage: false,
@@ -270,52 +277,64 @@ impl Ingest {
     }
 
     /// Forwards buffered records by the alignment rule (see `align`). The partition that must
-    /// go next may hold the rest for `MAX_ALIGN_WAIT` at most (a slow broker must not stop them).
+    /// go next holds the rest until it delivers if it is behind its end; if it is only live
+    /// (or its end is not known yet), for `MAX_ALIGN_WAIT` at most.
     fn forward_aligned(&mut self) -> Result<(), ServiceError> {
         // Positions and cached high watermarks do not move while buffered records are
         // forwarded (nothing is polled meanwhile): each empty partition is judged once per call.
         let positions = self.consumer.position().ok();
-        let mut judged: HashMap<InputPartition, bool> = HashMap::new();
+        let mut judged: HashMap<InputPartition, Hold> = HashMap::new();
         loop {
-            let next = self.aligner.next(|p| {
-                if let Some(&e) = judged.get(p) {
-                    return e;
-                }
-                let e = expected(
-                    &self.consumer,
-                    positions.as_ref(),
-                    &self.start_offsets,
-                    &self.fwd,
-                    p,
-                );
-                judged.insert(p.clone(), e);
-                e
-            });
-            let (next, waited_out) = match next {
-                Next::Wait(_) => match self.align_blocked_since {
-                    None => {
-                        self.align_blocked_since = Some(Instant::now());
-                        return Ok(());
-                    }
-                    Some(since) if since.elapsed() < MAX_ALIGN_WAIT => return Ok(()),
-                    // Waited long enough: forward without the slow partition until it delivers
-                    // (the wait is not started over for every record).
-                    Some(_) => (self.aligner.next_without_waiting(), true),
-                },
-                other => (other, false),
+            let waited_out = self
+                .align_blocked_since
+                .is_some_and(|since| since.elapsed() >= MAX_ALIGN_WAIT);
+            let next = {
+                let (consumer, starts, fwd) = (&self.consumer, &self.start_offsets, &self.fwd);
+                // Once a bounded wait has expired, only partitions behind their end hold the
+                // rest (the wait is not started over for every record).
+                self.aligner.next(|p| {
+                    let h = *judged
+                        .entry(p.clone())
+                        .or_insert_with(|| hold(consumer, positions.as_ref(), starts, fwd, p));
+                    h == Hold::Behind || (h == Hold::Live && !waited_out)
+                })
             };
             match next {
                 Next::Record(m, flow) => {
                     if !waited_out {
                         self.align_blocked_since = None;
                     }
+                    self.behind_wait = None;
                     self.fwd.forward(&m)?;
                     if let Some(flow) = flow {
                         self.flow(flow);
                     }
                 }
-                Next::Wait(_) | Next::Empty => return Ok(()),
+                Next::Wait(p) => {
+                    if judged.get(&p) == Some(&Hold::Behind) {
+                        self.log_behind_wait(&p);
+                    } else {
+                        self.align_blocked_since.get_or_insert_with(Instant::now);
+                    }
+                    return Ok(());
+                }
+                Next::Empty => return Ok(()),
             }
+        }
+    }
+
+    fn log_behind_wait(&mut self, (topic, partition): &InputPartition) {
+        let now = Instant::now();
+        let (since, logged) = self.behind_wait.get_or_insert((now, now));
+        if now.duration_since(*logged) >= BEHIND_WAIT_LOG {
+            *logged = now;
+            tracing::warn!(
+                topic,
+                partition,
+                waited_s = now.duration_since(*since).as_secs(),
+                "waiting for an input partition behind its end to deliver (the others wait \
+                 with it to keep event-time order)"
+            );
         }
     }
 
@@ -420,12 +439,12 @@ impl Ingest {
             if !clock.idle_sent
                 && now.duration_since(clock.last_record) >= self.fwd.idle_timeout
                 && self.aligner.is_empty(&key)
-                && !behind(
+                && lag_known(
                     &self.consumer,
                     positions.as_ref(),
                     &self.start_offsets,
                     &key,
-                )
+                ) == Some(false)
             {
                 clock.idle_sent = true;
                 quiet.push(channel);
@@ -544,34 +563,51 @@ impl Forwarder {
     }
 }
 
-/// Whether input partition `p`, with nothing buffered, will deliver soon: it is behind its high
-/// watermark (or either is not known yet), or it delivered a record within `ACTIVE_WINDOW`
-/// (live traffic: its next fetch is on the way).
-fn expected(
+/// Whether an input partition with nothing buffered holds the others back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hold {
+    /// It is behind its high watermark: records are on the broker, its fetch is on the way.
+    Behind,
+    /// Its end is not known yet, or it delivered a record within `ACTIVE_WINDOW` (live
+    /// traffic: its next fetch is probably on the way).
+    Live,
+    /// Caught up and quiet: like a finished file in `replay`, it does not hold the others.
+    No,
+}
+
+fn hold(
     consumer: &BaseConsumer<Observed>,
     positions: Option<&TopicPartitionList>,
     starts: &HashMap<InputPartition, i64>,
     fwd: &Forwarder,
     (topic, partition): &InputPartition,
-) -> bool {
+) -> Hold {
+    let key = (topic.clone(), *partition);
+    match lag_known(consumer, positions, starts, &key) {
+        Some(true) => return Hold::Behind,
+        None => return Hold::Live,
+        Some(false) => {}
+    }
     let recently_active = fwd
         .channel(topic, *partition)
         .and_then(|c| fwd.channels.get(&c))
         .is_some_and(|clock| clock.last_record.elapsed() < ACTIVE_WINDOW);
-    recently_active || behind(consumer, positions, starts, &(topic.clone(), *partition))
+    if recently_active {
+        Hold::Live
+    } else {
+        Hold::No
+    }
 }
 
-/// Whether the consumer's position in input partition `p` is below its high watermark (or
-/// either is not known yet): records are still to be fetched.
-fn behind(
+/// Whether the consumer's position in input partition `p` is below its high watermark:
+/// records are still to be fetched (`None` while its high watermark is not known yet).
+fn lag_known(
     consumer: &BaseConsumer<Observed>,
     positions: Option<&TopicPartitionList>,
     starts: &HashMap<InputPartition, i64>,
     (topic, partition): &InputPartition,
-) -> bool {
-    let Some(high) = cached_high_watermark(consumer, topic, *partition) else {
-        return true;
-    };
+) -> Option<bool> {
+    let high = cached_high_watermark(consumer, topic, *partition)?;
     let position = positions
         .and_then(|tpl| tpl.find_partition(topic, *partition))
         .and_then(|e| match e.offset() {
@@ -585,5 +621,5 @@ fn behind(
             .copied()
             .unwrap_or(0)
     });
-    position < high
+    Some(position < high)
 }
