@@ -33,8 +33,8 @@ use rdkafka::ClientConfig;
 use serde_json::Value;
 use support_kafka::proxy::{proxied_broker, Proxy};
 use support_kafka::service::{
-    generated, http_get, one_at_a_time, parse_metrics, publish_all, publish_gradually,
-    truth_differences, Metrics, Outputs, Service, Setup,
+    differences_from_replay, generated, http_get, one_at_a_time, parse_metrics, publish_all,
+    publish_gradually, truth_differences, Metrics, Outputs, Service, Setup,
 };
 
 /// How long a SIGTERMed instance may take to exit: the configured `shutdown_timeout` (20 s)
@@ -83,11 +83,11 @@ fn end_to_end_outputs_match_truth() {
     let setup = Setup::new("e2e");
     setup.create_inputs();
     let (truth, lines) = generated(50_000, 101);
-    publish_all(&setup, lines);
+    publish_all(&setup, lines.clone());
 
     let mut service = setup.start();
     service.wait_ready();
-    setup.wait_for_truth(&truth, &mut [&mut service]);
+    setup.wait_for_truth(&truth, Some(&lines), &mut [&mut service]);
 
     // One instance did everything: its own accounting agrees with the topics.
     let m = scrape(&service);
@@ -117,12 +117,11 @@ fn restore_after_restart_catches_a_later_duplicate() {
     let setup = Setup::new("restart");
     setup.create_inputs();
     let (truth, lines) = generated(50_000, 202);
-    let browser_lines = lines.browser.clone();
-    publish_all(&setup, lines);
+    publish_all(&setup, lines.clone());
 
     let mut first = setup.start();
     first.wait_ready();
-    let outputs = setup.wait_for_truth(&truth, &mut [&mut first]);
+    let outputs = setup.wait_for_truth(&truth, Some(&lines), &mut [&mut first]);
     stop_cleanly(first);
 
     let mut second = setup.start();
@@ -137,7 +136,7 @@ fn restore_after_restart_catches_a_later_duplicate() {
 
     // A browser event already published (and turned into a conversion) arrives once more: the
     // restored state must know its key.
-    let repeat = repeatable_browser_line(&browser_lines, &outputs);
+    let repeat = repeatable_browser_line(&lines.browser, &outputs);
     let duplicates_before = restored.sum(DUPLICATES);
     publish_all(
         &setup,
@@ -161,7 +160,7 @@ fn restore_after_restart_catches_a_later_duplicate() {
         std::thread::sleep(Duration::from_millis(500));
     }
     // Still exactly the truth: no second conversion for the repeat.
-    setup.wait_for_truth(&truth, &mut [&mut second]);
+    setup.wait_for_truth(&truth, Some(&lines), &mut [&mut second]);
     stop_cleanly(second);
 }
 
@@ -201,7 +200,7 @@ fn crash_kill_9_five_times_exactly_once() {
     setup.create_inputs();
     let (truth, lines) = generated(50_000, 303);
     // About a minute of traffic, so the kills land while it flows.
-    let publisher = publish_gradually(&setup, lines, 300, Duration::from_millis(200));
+    let publisher = publish_gradually(&setup, lines.clone(), 300, Duration::from_millis(200));
 
     let mut rng = ChaCha8Rng::seed_from_u64(303);
     // Scraped just before each kill of a restarted instance, then the last one at the end.
@@ -227,8 +226,11 @@ fn crash_kill_9_five_times_exactly_once() {
     // interrupted, a few copies meet the watermark earlier or later than a replay's (see the
     // issue note).
     service.wait_ready();
-    let (_, inexact) = setup.wait_for_exactly_once(&truth, &mut [&mut service]);
+    let (outputs, inexact) = setup.wait_for_exactly_once(&truth, &mut [&mut service]);
     eprintln!("crash: differences from the exact truth: {inexact:?}");
+    for d in differences_from_replay(&lines, &outputs).iter().take(20) {
+        eprintln!("crash: {d}");
+    }
     restarted.push(scrape(&service));
     stop_cleanly(service);
 
@@ -265,7 +267,7 @@ fn rebalance_instances_join_and_leave() {
     let setup = Setup::new("rebalance");
     setup.create_inputs();
     let (truth, lines) = generated(20_000, 404);
-    let publisher = publish_gradually(&setup, lines, 200, Duration::from_millis(250));
+    let publisher = publish_gradually(&setup, lines.clone(), 200, Duration::from_millis(250));
 
     let mut first = setup.start();
     first.wait_ready();
@@ -291,8 +293,11 @@ fn rebalance_instances_join_and_leave() {
     // reported, not asserted: with days of traffic published in seconds and processing
     // interrupted, a few copies meet the watermark earlier or later than a replay's (see the
     // issue note).
-    let (_, inexact) = setup.wait_for_exactly_once(&truth, &mut [&mut first]);
+    let (outputs, inexact) = setup.wait_for_exactly_once(&truth, &mut [&mut first]);
     eprintln!("rebalance: differences from the exact truth: {inexact:?}");
+    for d in differences_from_replay(&lines, &outputs).iter().take(20) {
+        eprintln!("rebalance: {d}");
+    }
     stop_cleanly(first);
 }
 
@@ -307,7 +312,7 @@ fn broker_unreachable_for_20s_then_recovers() {
     let setup = Setup::with_service_brokers("outage", &listen.to_string());
     setup.create_inputs();
     let (truth, lines) = generated(10_000, 505);
-    let publisher = publish_gradually(&setup, lines, 150, Duration::from_millis(300));
+    let publisher = publish_gradually(&setup, lines.clone(), 150, Duration::from_millis(300));
 
     let mut service = setup.start();
     service.wait_ready();
@@ -349,8 +354,11 @@ fn broker_unreachable_for_20s_then_recovers() {
     // reported, not asserted: with days of traffic published in seconds and processing
     // interrupted, a few copies meet the watermark earlier or later than a replay's (see the
     // issue note).
-    let (_, inexact) = setup.wait_for_exactly_once(&truth, &mut [&mut service]);
+    let (outputs, inexact) = setup.wait_for_exactly_once(&truth, &mut [&mut service]);
     eprintln!("outage: differences from the exact truth: {inexact:?}");
+    for d in differences_from_replay(&lines, &outputs).iter().take(20) {
+        eprintln!("outage: {d}");
+    }
     assert_eq!(scrape(&service).sum(BROKER_UP), 1.0, "{BROKER_UP} after");
     stop_cleanly(service);
     drop(proxy);
@@ -439,7 +447,7 @@ fn truth_wait_reads_the_output_topics_whole() {
         }
     }
     producer.flush(Duration::from_secs(30)).unwrap();
-    let read = setup.wait_for_truth(&truth, &mut []);
+    let read = setup.wait_for_truth(&truth, None, &mut []);
     assert_eq!(read.counts(), written.counts());
 }
 

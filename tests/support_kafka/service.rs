@@ -215,7 +215,14 @@ format = "json"
     /// [`COMPLETION_TIMEOUT`], or as soon as an output overshoots (outputs only grow, so it
     /// cannot recover), panics with the differences. Every instance in `running` must stay
     /// alive throughout.
-    pub fn wait_for_truth(&self, truth: &Truth, running: &mut [&mut Service]) -> Outputs {
+    /// With the published `lines`, the failure names the actions classified otherwise than a
+    /// replay of them does.
+    pub fn wait_for_truth(
+        &self,
+        truth: &Truth,
+        lines: Option<&VecSink>,
+        running: &mut [&mut Service],
+    ) -> Outputs {
         let deadline = Instant::now() + COMPLETION_TIMEOUT;
         let mut matched_since: Option<(Instant, usize)> = None;
         loop {
@@ -237,10 +244,15 @@ format = "json"
             } else {
                 matched_since = None;
                 if overshoots(truth, &outputs) || Instant::now() >= deadline {
+                    let actions = lines
+                        .map(|l| differences_from_replay(l, &outputs))
+                        .unwrap_or_default();
                     panic!(
-                        "outputs differ from the truth ({counts}; expected {} conversions):\n  {}",
+                        "outputs differ from the truth ({counts}; expected {} conversions):\n  {}\n\
+                         actions classified otherwise than by a replay of the same traffic:\n  {}",
                         truth.conversions,
-                        diffs.join("\n  ")
+                        diffs.join("\n  "),
+                        actions.iter().take(20).cloned().collect::<Vec<_>>().join("\n  ")
                     );
                 }
             }
@@ -823,4 +835,112 @@ fn overshoots(truth: &Truth, outputs: &Outputs) -> bool {
     outputs.conversions.len() as u64 > truth.conversions
         || outputs.discrepancies.len() as u64 > truth.discrepancies.values().sum::<u64>()
         || outputs.dead_letters.len() as u64 > truth.dead_letters
+}
+
+/// Which actions the outputs classify otherwise than a replay of the same traffic does: each
+/// conversion key whose `sources` differ (or that only one side has), with its event time, and
+/// each discrepancy key only one side has. For failure messages: it names the records to look
+/// at, where the truth only gives counts.
+pub fn differences_from_replay(lines: &VecSink, outputs: &Outputs) -> Vec<String> {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let (input, output) = (dir.path().join("in"), dir.path().join("out"));
+    std::fs::create_dir_all(&input).expect("creating the replay input directory");
+    for (file, lines) in [
+        ("browser.jsonl", &lines.browser),
+        ("server.jsonl", &lines.server),
+        ("orders.jsonl", &lines.orders),
+    ] {
+        let mut text = String::new();
+        for line in lines {
+            text.push_str(line.value.as_deref().unwrap_or("null"));
+            text.push('\n');
+        }
+        std::fs::write(input.join(file), text).expect("writing a replay input");
+    }
+    onecount::replay::replay(
+        &onecount::config::Config::default(),
+        &onecount::replay::ReplayInputs::in_dir(&input),
+        &output,
+        None,
+    )
+    .expect("replaying the generated traffic");
+    let replayed = Outputs::from_replay_dir(&output);
+    let by_key = |records: &[Record]| -> BTreeMap<String, Vec<Value>> {
+        let mut map: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+        for r in records {
+            if let Some(v) = r.value.as_deref() {
+                let v = json(v);
+                let key = v["key"].as_str().unwrap_or_default();
+                // A discrepancy about a record ends with where it was read
+                // (`/partition:offset:index`), which differs between files and topics.
+                let key = match key.rsplit_once('/') {
+                    Some((head, tail))
+                        if tail.split(':').count() == 3
+                            && tail.split(':').all(|n| n.parse::<i64>().is_ok()) =>
+                    {
+                        head
+                    }
+                    _ => key,
+                };
+                map.entry(key.to_string()).or_default().push(v);
+            }
+        }
+        map
+    };
+    let describe = |v: Option<&Vec<Value>>| -> String {
+        match v {
+            None => "absent".to_string(),
+            Some(vs) => vs
+                .iter()
+                .map(|v| format!("sources={} event_time={}", v["sources"], v["event_time"]))
+                .collect::<Vec<_>>()
+                .join(" + "),
+        }
+    };
+    let mut diffs = Vec::new();
+    let (want, got) = (by_key(&replayed.conversions), by_key(&outputs.conversions));
+    // A copy without event_id is keyed by where it was read (`~source:partition:offset`),
+    // which differs between files and topics: those are compared by count.
+    let unkeyed = |m: &BTreeMap<String, Vec<Value>>| m.keys().filter(|k| k.contains("/~")).count();
+    if unkeyed(&want) != unkeyed(&got) {
+        diffs.push(format!(
+            "conversions without event_id: replay {}, service {}",
+            unkeyed(&want),
+            unkeyed(&got)
+        ));
+    }
+    let keys: BTreeSet<&String> = want
+        .keys()
+        .chain(got.keys())
+        .filter(|k| !k.contains("/~"))
+        .collect();
+    for key in keys {
+        let (w, g) = (want.get(key), got.get(key));
+        let sources = |v: Option<&Vec<Value>>| {
+            v.map(|vs| vs.iter().map(|v| v["sources"].clone()).collect::<Vec<_>>())
+        };
+        if sources(w) != sources(g) {
+            diffs.push(format!(
+                "conversion {key}: replay {}, service {}",
+                describe(w),
+                describe(g)
+            ));
+        }
+    }
+    let (want, got) = (
+        by_key(&replayed.discrepancies),
+        by_key(&outputs.discrepancies),
+    );
+    let keys: BTreeSet<&String> = want.keys().chain(got.keys()).collect();
+    for key in keys {
+        let count = |m: &BTreeMap<String, Vec<Value>>| m.get(key).map_or(0, Vec::len);
+        if count(&want) != count(&got) {
+            diffs.push(format!(
+                "discrepancy {key}: replay {}, service {}",
+                count(&want),
+                count(&got)
+            ));
+        }
+    }
+    diffs
 }
