@@ -3,8 +3,9 @@
 //! Owns: the metric families on an owned `Registry`, bounding label values (pixel cap, standard
 //! event names, ISO currencies), and bringing the counters up to the engine's accounting after
 //! each batch. Must not: count anything itself. The engine's `Stats` is the one place an
-//! occurrence is counted; this module only exports the difference since its last look, so the
-//! metrics and `stats.json` can never disagree.
+//! occurrence is counted; this module only exports how far each count rose above what it
+//! already exported, so the metrics and `stats.json` can never disagree, and a state restored to
+//! an earlier checkpoint counts nothing twice.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -149,8 +150,9 @@ pub struct Metrics {
     pub outputs_suppressed: IntCounter,
     pub replayed_records: IntCounter,
     pub broker_up: IntGauge,
-    /// What the counters already hold: each look exports only the difference.
-    exported: Stats,
+    /// The highest value each counter has exported, per key of the engine's accounting (only
+    /// the counts are used): each look exports only what a count rises above its mark.
+    high_water: Stats,
 }
 
 /// Registers a collector built from constant, valid options (so failure is a programming
@@ -387,7 +389,7 @@ impl Metrics {
             broker_up,
             registry: r,
             pixels: PixelLabels::new(max_pixels, configured_pixels),
-            exported: Stats::default(),
+            high_water: Stats::default(),
         };
         for (input, outcomes) in OUTCOMES {
             for outcome in outcomes {
@@ -441,76 +443,73 @@ impl Metrics {
         label
     }
 
-    /// Brings every counter and revenue gauge up to `stats` (the engine's accounting).
-    /// Takes `stats` as already exported: a state task restored again in the same process (a
-    /// partition that came back after a rebalance) must not count its restored totals twice.
-    pub fn rebase_stats(&mut self, stats: &Stats) {
-        self.exported = stats.clone();
-    }
-
+    /// Brings every counter up to `stats` (the engine's accounting) and sets the revenue gauges
+    /// to it.
+    ///
+    /// A counter exports only how far its count rises above the highest value it exported
+    /// before (its high-water mark, per key of the accounting); a count at or below the mark
+    /// exports nothing. A state task restored in the same process goes back to its checkpoint,
+    /// below what was exported, and processes the records after it again: the counters stay
+    /// where they are until the engine passes the mark, so those records are not counted twice
+    /// and no counter ever goes back. The first look in a process exports the totals the state
+    /// was restored with (the marks start at 0).
     pub fn observe_stats(&mut self, stats: &Stats) {
-        let exported = std::mem::take(&mut self.exported);
         for (input, outcomes) in &stats.outcomes {
+            let marks = slot(&mut self.high_water.outcomes, input);
             for (outcome, n) in outcomes {
-                let before = exported
-                    .outcomes
-                    .get(input)
-                    .and_then(|o| o.get(outcome))
-                    .copied()
-                    .unwrap_or(0);
-                inc(&self.input_records, &[input, outcome], n - before);
+                inc(
+                    &self.input_records,
+                    &[input, outcome],
+                    rise(slot(marks, outcome), *n),
+                );
             }
         }
         let mut tracked: BTreeMap<(String, String), f64> = BTreeMap::new();
         let mut backend: BTreeMap<(String, String), f64> = BTreeMap::new();
         for (pixel, p) in &stats.pixels {
             let label = self.pixel_label(pixel);
-            let before = exported.pixels.get(pixel).cloned().unwrap_or_default();
+            let mark = slot(&mut self.high_water.pixels, pixel);
             inc(
                 &self.events_received,
                 &[&label, "browser"],
-                p.events.browser - before.events.browser,
+                rise(&mut mark.events.browser, p.events.browser),
             );
             inc(
                 &self.events_received,
                 &[&label, "server"],
-                p.events.server - before.events.server,
+                rise(&mut mark.events.server, p.events.server),
             );
             inc(
                 &self.consent_dropped,
                 &[&label, "browser"],
-                p.consent_dropped.browser - before.consent_dropped.browser,
+                rise(&mut mark.consent_dropped.browser, p.consent_dropped.browser),
             );
             inc(
                 &self.consent_dropped,
                 &[&label, "server"],
-                p.consent_dropped.server - before.consent_dropped.server,
+                rise(&mut mark.consent_dropped.server, p.consent_dropped.server),
             );
             for (event, c) in &p.conversions {
-                let b = before.conversions.get(event).cloned().unwrap_or_default();
-                inc(&self.conversions, &[&label, event, "both"], c.both - b.both);
-                inc(
-                    &self.conversions,
-                    &[&label, event, "browser"],
-                    c.browser - b.browser,
-                );
-                inc(
-                    &self.conversions,
-                    &[&label, event, "server"],
-                    c.server - b.server,
-                );
+                let marks = slot(&mut mark.conversions, event);
+                for (sources, n, m) in [
+                    ("both", c.both, &mut marks.both),
+                    ("browser", c.browser, &mut marks.browser),
+                    ("server", c.server, &mut marks.server),
+                ] {
+                    inc(&self.conversions, &[&label, event, sources], rise(m, n));
+                }
             }
-            for (map, before_map, family) in [
-                (&p.duplicates, &before.duplicates, &self.duplicates),
-                (&p.discrepancies, &before.discrepancies, &self.discrepancies),
-                (&p.match_keys, &before.match_keys, &self.match_keys),
+            for (map, marks, family) in [
+                (&p.duplicates, &mut mark.duplicates, &self.duplicates),
+                (
+                    &p.discrepancies,
+                    &mut mark.discrepancies,
+                    &self.discrepancies,
+                ),
+                (&p.match_keys, &mut mark.match_keys, &self.match_keys),
             ] {
                 for (k, n) in map {
-                    inc(
-                        family,
-                        &[&label, k],
-                        n - before_map.get(k).copied().unwrap_or(0),
-                    );
+                    inc(family, &[&label, k], rise(slot(marks, k), *n));
                 }
             }
             for (totals, map) in [
@@ -534,7 +533,6 @@ impl Metrics {
                 .with_label_values(&[&pixel, &currency])
                 .set(v);
         }
-        self.exported = stats.clone();
     }
 
     /// A dead letter, by input and reason, as the runtime writes it (the accounting keeps
@@ -557,8 +555,8 @@ impl Metrics {
         }
     }
 
-    /// The engine's total accounting: exact across restores, where counters may count records
-    /// processed again after an in-process restore.
+    /// The engine's total accounting, restored with its state: unlike the counters, it goes
+    /// back to the checkpoint at an in-process restore.
     pub fn observe_accounted(&self, stats: &Stats) {
         self.accounted.set(stats.accounted() as i64);
     }
@@ -598,8 +596,132 @@ impl Metrics {
     }
 }
 
+/// How far `n` rises above `mark`, the highest value exported so far, raising the mark to it.
+fn rise(mark: &mut u64, n: u64) -> u64 {
+    let delta = n.saturating_sub(*mark);
+    *mark = (*mark).max(n);
+    delta
+}
+
+/// The mark of `key`, created at its default the first time (no allocation once it exists).
+fn slot<'a, V: Default>(marks: &'a mut BTreeMap<String, V>, key: &str) -> &'a mut V {
+    if !marks.contains_key(key) {
+        marks.insert(key.to_string(), V::default());
+    }
+    marks.get_mut(key).expect("inserted above")
+}
+
 fn inc(family: &IntCounterVec, labels: &[&str], delta: u64) {
     if delta > 0 {
         family.with_label_values(labels).inc_by(delta);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Money;
+
+    const PIXEL: &str = "PIXEL1";
+
+    /// An accounting where every count of one pixel is `n`, with `n` in tracked revenue.
+    fn stats_at(n: u64) -> Stats {
+        let mut s = Stats::default();
+        s.outcomes
+            .entry("browser".to_string())
+            .or_default()
+            .insert("conversion".to_string(), n);
+        add_pixel(&mut s, PIXEL, n);
+        s
+    }
+
+    fn add_pixel(s: &mut Stats, pixel: &str, n: u64) {
+        let p = s.pixels.entry(pixel.to_string()).or_default();
+        p.events.browser = n;
+        p.consent_dropped.server = n;
+        p.conversions
+            .entry("Purchase".to_string())
+            .or_default()
+            .both = n;
+        p.duplicates.insert("same_source".to_string(), n);
+        p.discrepancies.insert("value_parity".to_string(), n);
+        p.match_keys.insert("email".to_string(), n);
+        p.tracked_revenue
+            .insert("EUR".to_string(), Money(n as i64 * Money::MICROS_PER_UNIT));
+    }
+
+    /// Every counter `stats_at` sets, for `pixel`.
+    fn counts(m: &Metrics, pixel: &str) -> [u64; 7] {
+        [
+            m.input_records
+                .with_label_values(&["browser", "conversion"])
+                .get(),
+            m.events_received
+                .with_label_values(&[pixel, "browser"])
+                .get(),
+            m.consent_dropped
+                .with_label_values(&[pixel, "server"])
+                .get(),
+            m.conversions
+                .with_label_values(&[pixel, "Purchase", "both"])
+                .get(),
+            m.duplicates
+                .with_label_values(&[pixel, "same_source"])
+                .get(),
+            m.discrepancies
+                .with_label_values(&[pixel, "value_parity"])
+                .get(),
+            m.match_keys.with_label_values(&[pixel, "email"]).get(),
+        ]
+    }
+
+    #[test]
+    fn counts_processed_again_after_a_restore_are_not_exported_twice() {
+        let mut m = Metrics::new(DEFAULT_MAX_PIXELS, &[]);
+        m.observe_stats(&stats_at(10));
+        assert_eq!(counts(&m, PIXEL), [10; 7]);
+        // Restored to a checkpoint at 6: below what is exported, nothing moves.
+        m.observe_stats(&stats_at(6));
+        assert_eq!(counts(&m, PIXEL), [10; 7]);
+        // The records after the checkpoint processed again: still nothing.
+        m.observe_stats(&stats_at(10));
+        assert_eq!(counts(&m, PIXEL), [10; 7]);
+        // New records: only they count.
+        m.observe_stats(&stats_at(12));
+        assert_eq!(counts(&m, PIXEL), [12; 7]);
+    }
+
+    #[test]
+    fn a_key_first_seen_after_a_restore_is_exported() {
+        let mut m = Metrics::new(DEFAULT_MAX_PIXELS, &[]);
+        m.observe_stats(&stats_at(10));
+        let mut restored = stats_at(6);
+        restored
+            .outcomes
+            .get_mut("browser")
+            .unwrap()
+            .insert("duplicate".to_string(), 2);
+        add_pixel(&mut restored, "PIXEL2", 3);
+        m.observe_stats(&restored);
+        assert_eq!(counts(&m, PIXEL), [10; 7]);
+        assert_eq!(
+            m.input_records
+                .with_label_values(&["browser", "duplicate"])
+                .get(),
+            2
+        );
+        assert_eq!(counts(&m, "PIXEL2")[1..], [3; 6]);
+    }
+
+    #[test]
+    fn revenue_gauges_follow_the_restored_state() {
+        let mut m = Metrics::new(DEFAULT_MAX_PIXELS, &[]);
+        let revenue = |m: &Metrics| m.tracked_revenue.with_label_values(&[PIXEL, "EUR"]).get();
+        m.observe_stats(&stats_at(10));
+        assert_eq!(revenue(&m), 10.0);
+        m.observe_stats(&stats_at(6));
+        assert_eq!(revenue(&m), 6.0);
+        m.observe_stats(&stats_at(12));
+        assert_eq!(revenue(&m), 12.0);
     }
 }

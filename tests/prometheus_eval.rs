@@ -76,16 +76,19 @@ enum InDemo {
 ///   of the dedup, revenue and data-quality rows, "Throughput by input", "Input records by
 ///   outcome". The `== 0` of OnecountNoEventsFromPixel holds for pixel `unattributed` (its
 ///   event series exist at 0, the pixel only ever carries orders).
-/// - at 0: "Restores" (increase of the restore counters). Present gauges: OnecountDown (`up` is
-///   1), OnecountNotReady (`onecount_ready` is 1), "Ready instances", "Watermark lag", "State
-///   keys", "State size", "Versions running", "Revenue drift, latest closed hour".
+/// - at 0: "Restores" (increase of the restore counters), OnecountRestoreLoop (their increase
+///   over 15m), OnecountBrokerUnreachable and "Broker reachable" (`onecount_broker_up`),
+///   "Recovery". Present gauges: OnecountDown (`up` is 1), OnecountNotReady (`onecount_ready` is
+///   1), "Ready instances", "Watermark lag", "State keys", "State size", "Accounted input
+///   records", "Versions running", "Revenue drift, latest closed hour".
 /// - NaN (quantiles of empty histograms): "Processing latency" p50/p99, "Restore duration".
 /// - nothing (the allow-list): `topic:onecount_consumer_lag_records:sum`,
 ///   OnecountConsumerLagGrowing, "Consumer lag".
 ///
-/// Whole alert expressions true at the end of a demo (informational, `for:` never elapses):
+/// Whole alert expressions true at the end of a demo (informational: no alert state is checked):
 /// OnecountRevenueDrift (pixel/currency pairs with backend revenue but no tracked purchase sit at
-/// -1) and OnecountConsentViolation (injected by the generator).
+/// -1), OnecountConsentViolation (injected by the generator) and OnecountBrokerUnreachable (a file
+/// run has no broker: `onecount_broker_up` is 0).
 const IN_A_DEMO: &[(&str, InDemo)] = &[
     ("onecount_input_records_total", InDemo::Moves),
     ("onecount_events_received_total", InDemo::Moves),

@@ -80,8 +80,6 @@ pub struct StateStage {
     /// One output producer for every task this instance runs: its records in flight outlive a
     /// dropped task, and are waited for before any restore reads the outputs back.
     outputs: OutputWriter,
-    /// Whether this process restored a task before: a second restore rebases the counters.
-    restored_before: bool,
 }
 
 impl StateStage {
@@ -120,7 +118,6 @@ impl StateStage {
             rebalanced,
             task: None,
             outputs,
-            restored_before: false,
         })
     }
 
@@ -260,10 +257,6 @@ impl StateStage {
             }
         }
         let found = read_own_outputs(&output_reader, &ranges, partition, &mut self.outputs, stop)?;
-        if self.restored_before {
-            self.metrics.rebase_stats(engine.stats());
-        }
-        self.restored_before = true;
         let seconds = started.elapsed().as_secs_f64();
         self.metrics.restores.inc();
         self.metrics.restored_records.inc_by(records);

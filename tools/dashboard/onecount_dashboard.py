@@ -489,7 +489,8 @@ def build() -> dash_m.Dashboard:
         timeseries(
             ids,
             "Restores",
-            "State restorations from the changelog and changelog records read, last hour.",
+            "State restorations from the changelog and changelog records read, last hour. "
+            "Alert OnecountRestoreLoop at 4 or more in 15m, for 15m, on one instance.",
             [
                 query("sum(increase(onecount_restores_total[1h]))", "restores", "A"),
                 query("sum(increase(onecount_restored_records_total[1h]))", "records read", "B"),
@@ -534,7 +535,8 @@ def build() -> dash_m.Dashboard:
         stat(
             ids,
             "Broker reachable",
-            "Instances that reach the Kafka cluster, of those running.",
+            "Instances that reach the Kafka cluster, of those running. "
+            "Alert OnecountBrokerUnreachable when one reaches none for 1m.",
             query("sum(onecount_broker_up)", "up"),
             "short",
             [(None, "red"), (1, "green")],
