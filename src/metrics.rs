@@ -452,8 +452,26 @@ impl Metrics {
     /// below what was exported, and processes the records after it again: the counters stay
     /// where they are until the engine passes the mark, so those records are not counted twice
     /// and no counter ever goes back. The first look in a process exports the totals the state
-    /// was restored with (the marks start at 0).
+    /// was restored with, unless [`Metrics::count_from`] was told them.
     pub fn observe_stats(&mut self, stats: &Stats) {
+        self.apply_stats(stats, true);
+    }
+
+    /// Raises the high-water marks to `stats` without exporting them: the service calls it
+    /// with the totals a state was restored with, so its counters count what this process
+    /// did, from 0, as Prometheus counters do. Exported instead, a restart would show the
+    /// whole restored history as one burst (its checkpoint lies a little behind what the
+    /// previous process exported, which `rate()` reads as a counter reset).
+    pub fn count_from(&mut self, stats: &Stats) {
+        self.apply_stats(stats, false);
+    }
+
+    fn apply_stats(&mut self, stats: &Stats, export: bool) {
+        let inc = |family: &IntCounterVec, labels: &[&str], delta: u64| {
+            if export && delta > 0 {
+                family.with_label_values(labels).inc_by(delta);
+            }
+        };
         for (input, outcomes) in &stats.outcomes {
             let marks = slot(&mut self.high_water.outcomes, input);
             for (outcome, n) in outcomes {
@@ -611,11 +629,6 @@ fn slot<'a, V: Default>(marks: &'a mut BTreeMap<String, V>, key: &str) -> &'a mu
     marks.get_mut(key).expect("inserted above")
 }
 
-fn inc(family: &IntCounterVec, labels: &[&str], delta: u64) {
-    if delta > 0 {
-        family.with_label_values(labels).inc_by(delta);
-    }
-}
 
 #[cfg(test)]
 mod tests {

@@ -257,6 +257,7 @@ impl StateStage {
             }
         }
         let found = read_own_outputs(&output_reader, &ranges, partition, &mut self.outputs, stop)?;
+        self.metrics.count_from(engine.stats());
         let seconds = started.elapsed().as_secs_f64();
         self.metrics.restores.inc();
         self.metrics.restored_records.inc_by(records);
