@@ -705,6 +705,15 @@ mod tests {
     }
 
     #[test]
+    fn a_new_process_counts_from_the_state_it_restored_not_from_zero() {
+        let mut m = Metrics::new(DEFAULT_MAX_PIXELS, &[]);
+        m.count_from(&stats_at(10));
+        assert_eq!(counts(&m, PIXEL), [0; 7]);
+        m.observe_stats(&stats_at(13));
+        assert_eq!(counts(&m, PIXEL), [3; 7]);
+    }
+
+    #[test]
     fn a_key_first_seen_after_a_restore_is_exported() {
         let mut m = Metrics::new(DEFAULT_MAX_PIXELS, &[]);
         m.observe_stats(&stats_at(10));
