@@ -629,7 +629,6 @@ fn slot<'a, V: Default>(marks: &'a mut BTreeMap<String, V>, key: &str) -> &'a mu
     marks.get_mut(key).expect("inserted above")
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
