@@ -136,7 +136,7 @@ fn restore_after_restart_catches_a_later_duplicate() {
 
     // A browser event already published (and turned into a conversion) arrives once more: the
     // restored state must know its key.
-    let repeat = repeatable_browser_line(&lines.browser, &outputs);
+    let repeat = repeatable_browser_line(&lines.files().browser, &outputs);
     let duplicates_before = restored.sum(DUPLICATES);
     publish_all(
         &setup,
@@ -155,7 +155,8 @@ fn restore_after_restart_catches_a_later_duplicate() {
         }
         assert!(
             Instant::now() < deadline,
-            "{DUPLICATES} still {now} a minute after the repeat was published"
+            "{DUPLICATES} still {now} a minute after the repeat was published; input records: {:?}",
+            scrape(&second).nonzero("onecount_input_records_total")
         );
         std::thread::sleep(Duration::from_millis(500));
     }
@@ -165,8 +166,10 @@ fn restore_after_restart_catches_a_later_duplicate() {
 }
 
 /// A browser line that became (part of) a conversion and is the only line with its event_id,
-/// from the middle of the traffic: well inside the dedup TTL of the last event time, and well
-/// behind the watermark, so its repeat is applied at once and can only be a duplicate.
+/// the last in the traffic. Once every input is idle the watermark stands at the highest event
+/// time of all (an order's refund, up to a TTL after its purchase), and a repeat of anything
+/// more than the dedup TTL behind that is late, not a duplicate: the last such line is the one
+/// surely within it.
 fn repeatable_browser_line(lines: &[Line], outputs: &Outputs) -> Line {
     let with_browser_copy: std::collections::BTreeSet<String> = outputs
         .conversions
@@ -180,8 +183,9 @@ fn repeatable_browser_line(lines: &[Line], outputs: &Outputs) -> Line {
     for k in lines.iter().filter_map(|l| l.key.as_deref()) {
         *per_key.entry(k).or_default() += 1;
     }
-    lines[lines.len() / 2..]
+    lines
         .iter()
+        .rev()
         .find(|l| {
             l.key.as_deref().is_some_and(|k| {
                 per_key[k] == 1 && with_browser_copy.contains(k) && l.value.is_some()

@@ -23,7 +23,7 @@ use onecount::config::{KafkaConfig, TopicsConfig};
 use onecount::generate::{generate, GenerateOptions, Line, TrafficSink, Truth, VecSink};
 use onecount::kafka::admin::{ensure_topics, input_specs, DEFAULT_TIMEOUT};
 use onecount::kafka::publish::{KafkaSink, PublishOptions, Published};
-use onecount::model::Money;
+use onecount::model::{Input, Money};
 use serde_json::Value;
 
 use super::{bootstrap, consume_all, random_name, Record};
@@ -144,6 +144,7 @@ shutdown_timeout = "20s"
 listen = "{http}"
 [log]
 format = "json"
+level = "{level}"
 "#,
             brokers = self.service_brokers,
             group = self.group_id,
@@ -155,6 +156,8 @@ format = "json"
             dead_letters = t.dead_letters,
             revenue_windows = t.revenue_windows,
             partitions = t.partitions,
+            // For digging into a failure: e.g. ONECOUNT_TEST_SERVICE_LOG=onecount=debug.
+            level = std::env::var("ONECOUNT_TEST_SERVICE_LOG").unwrap_or_else(|_| "info".into()),
         )
     }
 
@@ -220,7 +223,7 @@ format = "json"
     pub fn wait_for_truth(
         &self,
         truth: &Truth,
-        lines: Option<&VecSink>,
+        traffic: Option<&Traffic>,
         running: &mut [&mut Service],
     ) -> Outputs {
         let deadline = Instant::now() + COMPLETION_TIMEOUT;
@@ -244,8 +247,8 @@ format = "json"
             } else {
                 matched_since = None;
                 if overshoots(truth, &outputs) || Instant::now() >= deadline {
-                    let actions = lines
-                        .map(|l| differences_from_replay(l, &outputs))
+                    let actions = traffic
+                        .map(|t| differences_from_replay(t, &outputs))
                         .unwrap_or_default();
                     panic!(
                         "outputs differ from the truth ({counts}; expected {} conversions):\n  {}\n\
@@ -487,6 +490,14 @@ impl Metrics {
     }
 
     /// Whether the scrape has the family at all.
+    /// Each series of `family` with a non-zero value: its labels and value (for messages).
+    pub fn nonzero(&self, family: &str) -> Vec<(String, f64)> {
+        self.0
+            .get(family)
+            .map(|series| series.iter().filter(|(_, v)| *v != 0.0).cloned().collect())
+            .unwrap_or_default()
+    }
+
     pub fn has(&self, family: &str) -> bool {
         self.0.contains_key(family)
     }
@@ -540,25 +551,79 @@ fn label_block_end(s: &str) -> Option<usize> {
 }
 
 /// The generated traffic of `actions` actions, in memory with each line's key, and its truth.
-pub fn generated(actions: u64, seed: u64) -> (Truth, VecSink) {
+pub fn generated(actions: u64, seed: u64) -> (Truth, Traffic) {
     let opts = GenerateOptions {
         actions,
         seed,
         ..GenerateOptions::default()
     };
-    let mut lines = VecSink::default();
-    let truth = generate(&opts, &mut lines).expect("generating traffic");
-    (truth, lines)
+    let mut traffic = Traffic::default();
+    let truth = generate(&opts, &mut traffic).expect("generating traffic");
+    (truth, traffic)
 }
 
-/// Publishes `lines` to the input topics in `chunks` slices with `pause` after each, from a
+/// Generated lines in their arrival order across the three inputs: the order the generator
+/// writes them, and `onecount generate --kafka` publishes them.
+#[derive(Debug, Clone, Default)]
+pub struct Traffic {
+    pub lines: Vec<(Input, Line)>,
+}
+
+impl TrafficSink for Traffic {
+    fn browser(&mut self, line: Line) -> io::Result<()> {
+        self.lines.push((Input::Browser, line));
+        Ok(())
+    }
+    fn server(&mut self, line: Line) -> io::Result<()> {
+        self.lines.push((Input::Server, line));
+        Ok(())
+    }
+    fn orders(&mut self, line: Line) -> io::Result<()> {
+        self.lines.push((Input::Orders, line));
+        Ok(())
+    }
+}
+
+impl Traffic {
+    /// The three input files, each in arrival order.
+    pub fn files(&self) -> VecSink {
+        let mut files = VecSink::default();
+        for (input, line) in &self.lines {
+            let file = match input {
+                Input::Browser => &mut files.browser,
+                Input::Server => &mut files.server,
+                Input::Orders => &mut files.orders,
+            };
+            file.push(line.clone());
+        }
+        files
+    }
+}
+
+impl From<VecSink> for Traffic {
+    fn from(files: VecSink) -> Traffic {
+        let mut traffic = Traffic::default();
+        for (input, lines) in [
+            (Input::Browser, files.browser),
+            (Input::Server, files.server),
+            (Input::Orders, files.orders),
+        ] {
+            traffic.lines.extend(lines.into_iter().map(|l| (input, l)));
+        }
+        traffic
+    }
+}
+
+/// Publishes `traffic` to the input topics in `chunks` slices with `pause` after each, from a
 /// thread of its own, so traffic still flows while the test starts, kills and stops instances.
-/// Each slice takes the same share of every input, so the three advance together in event
-/// time; within an input the generator's order is kept. Join the handle for what was
+/// Slices follow the arrival order across the inputs, so the three advance together in event
+/// time, as they would from live producers (slices of each input by its own share would not:
+/// the orders input starts with a snapshot of historical rows and ends with refunds hours
+/// later, and would lag the events by hours of event time). Join the handle for what was
 /// published (it panics if a record was not acknowledged).
 pub fn publish_gradually(
     setup: &Setup,
-    lines: VecSink,
+    traffic: Traffic,
     chunks: usize,
     pause: Duration,
 ) -> JoinHandle<Published> {
@@ -569,18 +634,16 @@ pub fn publish_gradually(
             let mut sink =
                 KafkaSink::new(&kafka, &topics, PublishOptions::default()).expect("a producer");
             let chunks = chunks.max(1);
-            let slice = |v: &[Line], i: usize| -> Vec<Line> {
-                v[v.len() * i / chunks..v.len() * (i + 1) / chunks].to_vec()
-            };
+            let lines = traffic.lines;
             for i in 0..chunks {
-                for line in slice(&lines.browser, i) {
-                    sink.browser(line).expect("publishing a browser event");
-                }
-                for line in slice(&lines.server, i) {
-                    sink.server(line).expect("publishing a server body");
-                }
-                for line in slice(&lines.orders, i) {
-                    sink.orders(line).expect("publishing an order change");
+                let slice = &lines[lines.len() * i / chunks..lines.len() * (i + 1) / chunks];
+                for (input, line) in slice.iter().cloned() {
+                    match input {
+                        Input::Browser => sink.browser(line),
+                        Input::Server => sink.server(line),
+                        Input::Orders => sink.orders(line),
+                    }
+                    .expect("publishing a record");
                 }
                 std::thread::sleep(pause);
             }
@@ -589,9 +652,9 @@ pub fn publish_gradually(
         .expect("spawning the publisher")
 }
 
-/// Publishes `lines` at once (blocking until acknowledged).
-pub fn publish_all(setup: &Setup, lines: VecSink) -> Published {
-    publish_gradually(setup, lines, 1, Duration::ZERO)
+/// Publishes `traffic` at once (blocking until acknowledged).
+pub fn publish_all(setup: &Setup, traffic: impl Into<Traffic>) -> Published {
+    publish_gradually(setup, traffic.into(), 1, Duration::ZERO)
         .join()
         .expect("the publisher panicked")
 }
@@ -841,17 +904,18 @@ fn overshoots(truth: &Truth, outputs: &Outputs) -> bool {
 /// conversion key whose `sources` differ (or that only one side has), with its event time, and
 /// each discrepancy key only one side has. For failure messages: it names the records to look
 /// at, where the truth only gives counts.
-pub fn differences_from_replay(lines: &VecSink, outputs: &Outputs) -> Vec<String> {
+pub fn differences_from_replay(traffic: &Traffic, outputs: &Outputs) -> Vec<String> {
+    let lines = traffic.files();
     let dir = tempfile::tempdir().expect("a temporary directory");
     let (input, output) = (dir.path().join("in"), dir.path().join("out"));
     std::fs::create_dir_all(&input).expect("creating the replay input directory");
     for (file, lines) in [
-        ("browser.jsonl", &lines.browser),
-        ("server.jsonl", &lines.server),
-        ("orders.jsonl", &lines.orders),
+        ("browser.jsonl", lines.browser),
+        ("server.jsonl", lines.server),
+        ("orders.jsonl", lines.orders),
     ] {
         let mut text = String::new();
-        for line in lines {
+        for line in &lines {
             text.push_str(line.value.as_deref().unwrap_or("null"));
             text.push('\n');
         }
