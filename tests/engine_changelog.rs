@@ -2,13 +2,16 @@
 
 mod support;
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use onecount::config::{EngineConfig, OrdersConfig};
 use onecount::engine::changelog::ChangelogEntry;
-use onecount::engine::{Engine, Outputs};
-use onecount::model::Source;
-use onecount::parse::Parsed;
+use onecount::engine::{Engine, Outputs, StateSize};
+use onecount::generate::{generate, GenerateOptions, VecSink};
+use onecount::model::{Input, Source};
+use onecount::parse::{Parsed, Parser};
 use proptest::prelude::*;
 use support::*;
 
@@ -255,4 +258,314 @@ fn restore_keeps_each_channels_position_and_idle_flag() {
     );
     assert_eq!(out, whole_out);
     assert_eq!(second.stats(), whole.stats());
+}
+
+/// A changelog topic: every batch as written, and what compaction leaves of it (the latest
+/// record of each key; a tombstone removes the key once `delete.retention.ms` has passed).
+#[derive(Default)]
+struct ChangelogTopic {
+    /// Every record, in the order written.
+    raw: Vec<ChangelogEntry>,
+    /// The latest record of each key, tombstones included.
+    latest: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+}
+
+impl ChangelogTopic {
+    fn apply(&mut self, entries: Vec<ChangelogEntry>) {
+        for entry in entries {
+            self.latest.insert(entry.key.clone(), entry.value.clone());
+            self.raw.push(entry);
+        }
+    }
+
+    /// The topic once compaction has run and its tombstones have been deleted.
+    fn entries(&self) -> Vec<ChangelogEntry> {
+        self.live_records()
+            .map(|(k, v)| ChangelogEntry {
+                key: k.clone(),
+                value: Some(v.clone()),
+            })
+            .collect()
+    }
+
+    /// The topic compacted, its tombstones not deleted yet.
+    fn entries_with_tombstones(&self) -> Vec<ChangelogEntry> {
+        self.latest
+            .iter()
+            .map(|(k, v)| ChangelogEntry {
+                key: k.clone(),
+                value: v.clone(),
+            })
+            .collect()
+    }
+
+    fn live_records(&self) -> impl Iterator<Item = (&Vec<u8>, &Vec<u8>)> {
+        self.latest
+            .iter()
+            .filter_map(|(k, v)| v.as_ref().map(|v| (k, v)))
+    }
+
+    fn is_live(&self, key: &[u8]) -> bool {
+        self.latest.get(key).is_some_and(Option::is_some)
+    }
+
+    fn bytes(&self) -> usize {
+        self.live_records().map(|(k, v)| k.len() + v.len()).sum()
+    }
+
+    /// Live keys of one kind (the key's first byte: `a` dedup key, `d` order key, `o` order,
+    /// `w` revenue window, `b` buffered copy, `m` meta).
+    fn live(&self, kind: u8) -> usize {
+        self.live_records().filter(|(k, _)| k[0] == kind).count()
+    }
+
+    /// Keys of one kind ever written, tombstoned or not.
+    fn ever(&self, kind: u8) -> usize {
+        self.latest.keys().filter(|k| k[0] == kind).count()
+    }
+}
+
+/// Keys the first changelog batch wrote are all gone from the compacted changelog once the
+/// watermark is two TTLs past them: the dedup key, the order key, the order and the revenue
+/// window each get a tombstone at the checkpoint after the sweep that forgot them.
+#[test]
+fn keys_two_ttls_behind_the_watermark_are_tombstoned_at_the_next_checkpoint() {
+    let config = EngineConfig::default();
+    let orders = OrdersConfig::default();
+    let ttl = 48 * HOUR;
+    let mut engine = Engine::new(&config, &orders).with_changelog();
+    let mut out = Outputs::default();
+    engine.process(order("o1", 5.0, "USD", T0).rec(), &mut out);
+    engine.process(
+        browser("CompletePayment", "e1", T0)
+            .order("o1")
+            .value(5.0, "USD")
+            .rec(),
+        &mut out,
+    );
+    engine.process(order("o0", 1.0, "USD", T0 + 3 * HOUR).rec(), &mut out);
+    engine.process(browser("ViewContent", "v0", T0 + 3 * HOUR).rec(), &mut out);
+    assert_eq!(out.conversions.len(), 1);
+    let mut log = ChangelogTopic::default();
+    log.apply(engine.take_changes());
+    let first: Vec<Vec<u8>> = log
+        .live_records()
+        .map(|(k, _)| k.clone())
+        .filter(|k| k[0] != b'm')
+        .collect();
+    for kind in [b'a', b'd', b'o', b'w'] {
+        assert!(
+            first.iter().any(|k| k[0] == kind),
+            "{} written",
+            kind as char
+        );
+    }
+
+    // Both channels move two TTLs and an hour on: the sweep forgets everything above.
+    let later = T0 + 2 * ttl + 5 * HOUR;
+    engine.process(order("o2", 5.0, "USD", later).rec(), &mut out);
+    engine.process(browser("ViewContent", "v1", later).rec(), &mut out);
+    let size = engine.state_size();
+    assert_eq!((size.closed_keys, size.order_keys), (0, 0), "{size:?}");
+    let batch = engine.take_changes();
+    let tombstones: BTreeSet<Vec<u8>> = batch
+        .iter()
+        .filter(|e| e.value.is_none())
+        .map(|e| e.key.clone())
+        .collect();
+    log.apply(batch);
+    for key in &first {
+        let key_text = String::from_utf8_lossy(key);
+        assert!(tombstones.contains(key), "{key_text} not tombstoned");
+        assert!(!log.is_live(key), "{key_text} still live");
+    }
+    assert_eq!(counts(&log), counts_of(engine.state_size()));
+    let restored = Engine::restore(&config, &orders, log.entries()).expect("restore");
+    assert_eq!(
+        counts_of(restored.state_size()),
+        counts_of(engine.state_size())
+    );
+}
+
+/// Live keys per kind in a compacted changelog: dedup keys, order keys, orders, windows, copies.
+fn counts(log: &ChangelogTopic) -> [usize; 5] {
+    [b'a', b'd', b'o', b'w', b'b'].map(|k| log.live(k))
+}
+
+/// The same from the engine's side. A key both pending and closed (an event_id reused after
+/// its TTL, within the new action's merge window) is one changelog key and counted twice here:
+/// dedup keys match exactly only when nothing is pending, as after a flush.
+fn counts_of(size: StateSize) -> [usize; 5] {
+    [
+        size.pending_actions + size.closed_keys,
+        size.order_keys,
+        size.orders,
+        size.revenue_windows,
+        size.reordering,
+    ]
+}
+
+/// One input record, or the end of an input, in the order `replay` would apply them.
+#[derive(Clone)]
+enum Step {
+    Record(Box<Parsed>),
+    Finish(Input),
+}
+
+fn run(engine: &mut Engine, step: Step, out: &mut Outputs) {
+    match step {
+        Step::Record(p) => engine.process(*p, out),
+        Step::Finish(input) => engine.finish_input(input, out),
+    }
+}
+
+/// Ten days of generated traffic (the default TTL is 48 hours, so keys expire throughout),
+/// interleaved as `replay` interleaves the three files.
+fn ten_days() -> &'static [Step] {
+    static STEPS: OnceLock<Vec<Step>> = OnceLock::new();
+    STEPS.get_or_init(|| {
+        let mut sink = VecSink::default();
+        generate(
+            &GenerateOptions {
+                actions: 20_000,
+                seed: 11,
+                span_hours: 240,
+                ..GenerateOptions::default()
+            },
+            &mut sink,
+        )
+        .unwrap();
+        let config = EngineConfig::default();
+        let orders = OrdersConfig::default();
+        let parser = Parser::new(&config, &orders);
+        let lines = [&sink.browser, &sink.server, &sink.orders];
+        let mut next = [0usize; 3];
+        let mut open = [true; 3];
+        let mut engine = Engine::new(&config, &orders);
+        let mut out = Outputs::default();
+        let mut parsed = Vec::new();
+        let mut steps = Vec::new();
+        while let Some(input) = Input::ALL
+            .into_iter()
+            .filter(|i| open[i.index()])
+            .min_by_key(|i| (engine.highest_seen(*i).unwrap_or(i64::MIN), i.index()))
+        {
+            let i = input.index();
+            let Some(line) = lines[i].get(next[i]) else {
+                open[i] = false;
+                steps.push(Step::Finish(input));
+                engine.finish_input(input, &mut out);
+                continue;
+            };
+            let bytes = line.value.as_deref().map(str::as_bytes);
+            parser.parse(input, 0, next[i] as i64, bytes, &mut parsed);
+            next[i] += 1;
+            for p in parsed.drain(..) {
+                steps.push(Step::Record(Box::new(p.clone())));
+                engine.process(p, &mut out);
+            }
+            out.clear();
+        }
+        steps
+    })
+}
+
+/// Over ten days of traffic with checkpoints every 500 records, the compacted changelog holds
+/// exactly the engine's live state, not every key it ever held: restore time follows the live
+/// state, and the topic stops growing.
+#[test]
+fn compacted_changelog_holds_only_the_live_state_after_days_of_traffic() {
+    let config = EngineConfig::default();
+    let orders = OrdersConfig::default();
+    let mut engine = Engine::new(&config, &orders).with_changelog();
+    let mut out = Outputs::default();
+    let mut log = ChangelogTopic::default();
+    for (i, step) in ten_days().iter().cloned().enumerate() {
+        run(&mut engine, step, &mut out);
+        out.clear();
+        if (i + 1) % 500 == 0 {
+            log.apply(engine.take_changes());
+            let size = engine.state_size();
+            let (live, state) = (counts(&log), counts_of(size));
+            assert_eq!(live[1..], state[1..], "after step {i}");
+            let dedup_keys = size.pending_actions.max(size.closed_keys)..=state[0];
+            assert!(
+                dedup_keys.contains(&live[0]),
+                "after step {i}: {live:?} {size:?}"
+            );
+        }
+    }
+    engine.flush(&mut out);
+    log.apply(engine.take_changes());
+    let size = engine.state_size();
+    assert_eq!(counts(&log), counts_of(size), "at the end");
+    for kind in [b'a', b'd', b'o', b'w'] {
+        assert!(
+            log.live(kind) < log.ever(kind),
+            "{}: {} live of {} ever written: nothing expired",
+            kind as char,
+            log.live(kind),
+            log.ever(kind)
+        );
+    }
+    eprintln!(
+        "compacted changelog: {} live keys ({} bytes) of {} ever written",
+        log.live_records().count(),
+        log.bytes(),
+        log.latest.len()
+    );
+    let restored = Engine::restore(&config, &orders, log.entries()).expect("restore");
+    assert_eq!(counts_of(restored.state_size()), counts_of(size));
+    assert_eq!(restored.stats(), engine.stats());
+}
+
+/// Restoring from the compacted changelog (tombstones applied, as a compacted topic holds it)
+/// in the middle of ten days of traffic gives the outputs and accounting of an uninterrupted
+/// run: forgetting expired keys on both sides changes nothing.
+#[test]
+fn restore_from_compacted_changelog_with_expired_keys_reproduces_an_uninterrupted_run() {
+    let config = EngineConfig::default();
+    let orders = OrdersConfig::default();
+    let steps = ten_days();
+
+    let mut whole = Engine::new(&config, &orders);
+    let mut whole_out = Outputs::default();
+    for step in steps.iter().cloned() {
+        run(&mut whole, step, &mut whole_out);
+    }
+    whole.flush(&mut whole_out);
+
+    for cut in [steps.len() / 2, steps.len() * 4 / 5] {
+        let mut first = Engine::new(&config, &orders).with_changelog();
+        let mut before = Outputs::default();
+        let mut log = ChangelogTopic::default();
+        for (i, step) in steps[..cut].iter().cloned().enumerate() {
+            run(&mut first, step, &mut before);
+            if (i + 1) % 500 == 0 {
+                log.apply(first.take_changes());
+            }
+        }
+        log.apply(first.take_changes());
+        assert!(
+            log.live(b'a') < log.ever(b'a'),
+            "no dedup key expired by {cut}"
+        );
+        drop(first);
+
+        for (topic, entries) in [
+            ("compacted", log.entries()),
+            ("compacted, tombstones kept", log.entries_with_tombstones()),
+            ("as written", log.raw.clone()),
+        ] {
+            let mut second = Engine::restore(&config, &orders, entries).expect("restore");
+            let mut after = Outputs::default();
+            for step in steps[cut..].iter().cloned() {
+                run(&mut second, step, &mut after);
+            }
+            second.flush(&mut after);
+            let both = concat(before.clone(), after);
+            assert!(both == whole_out, "cut at {cut}, {topic}: outputs differ");
+            assert_eq!(second.stats(), whole.stats(), "cut at {cut}, {topic}");
+        }
+    }
 }

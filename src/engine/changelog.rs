@@ -12,9 +12,12 @@
 //! a later release can read what an earlier one wrote. Closed dedup keys, the bulk of the state,
 //! are 6 bytes of value; the rest is JSON.
 //!
-//! Expired state is not tombstoned (that would double the writes for every key): the changelog
-//! topic expires it with `cleanup.policy=compact,delete` and a retention above two TTLs, and a
-//! restore drops whatever is already past expiry.
+//! Every key the engine forgets gets a tombstone (`value: None`) at the next flush: expired
+//! state (closed dedup keys, order keys, orders and emitted revenue windows two TTLs behind
+//! the watermark), buffered copies once applied, an order id's stale entry. A compacted topic
+//! then holds the live state only, so a restore reads about two TTLs of keys however long the
+//! history. The price is one more write per key, when it expires; expiry runs every quarter
+//! TTL of event time, so the flush after a sweep carries a quarter TTL's worth of tombstones.
 
 use serde::{Deserialize, Serialize};
 
@@ -48,6 +51,14 @@ impl<K: std::hash::Hash + Eq + Ord> DirtySet<K> {
     pub fn mark(&mut self, key: K) {
         if let Some(keys) = &mut self.keys {
             keys.insert(key);
+        }
+    }
+
+    /// Marks the key `key()` builds, building it only when tracking: a removal that has to
+    /// clone its key to mark it costs nothing when no changelog is kept.
+    pub fn mark_with(&mut self, key: impl FnOnce() -> K) {
+        if let Some(keys) = &mut self.keys {
+            keys.insert(key());
         }
     }
 

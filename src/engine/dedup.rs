@@ -403,11 +403,14 @@ impl Dedup {
     }
 
     /// Forgets closed keys that no copy still counted on time can reach (anchored more than
-    /// two TTLs behind the watermark: a copy within the TTL of such a key would be late).
+    /// two TTLs behind the watermark: a copy within the TTL of such a key would be late). Each
+    /// forgotten key is marked changed, so the changelog tombstones it; the key may still be
+    /// pending (a new action under a reused event_id), in which case its record stays.
     pub fn expire(&mut self, watermark: i64) {
         let cutoff = seconds(watermark) - 2 * self.rules.ttl_s;
-        self.closed
-            .expire_before(u32::try_from(cutoff.max(0)).unwrap_or(u32::MAX));
+        let cutoff_s = u32::try_from(cutoff.max(0)).unwrap_or(u32::MAX);
+        let dirty = &mut self.dirty;
+        self.closed.expire_before(cutoff_s, |fp| dirty.mark(fp));
     }
 
     /// The state of every key changed since the last call (`None`: the key is gone).

@@ -122,9 +122,17 @@ impl KeyTable {
         }
     }
 
-    /// Drops every key anchored before `cutoff_s`, in one pass.
-    pub fn expire_before(&mut self, cutoff_s: u32) {
-        self.table.retain(|e| e.anchor_s >= cutoff_s);
+    /// Drops every key anchored before `cutoff_s`, in one pass, and hands each dropped key to
+    /// `dropped` (the engine marks it for a changelog tombstone; with no changelog kept, that is
+    /// one untaken branch per dropped key, no allocation).
+    pub fn expire_before(&mut self, cutoff_s: u32, mut dropped: impl FnMut(Fingerprint)) {
+        self.table.retain(|e| {
+            let keep = e.anchor_s >= cutoff_s;
+            if !keep {
+                dropped(e.fingerprint());
+            }
+            keep
+        });
     }
 
     pub fn len(&self) -> usize {
@@ -205,7 +213,7 @@ mod tests {
     }
 
     #[test]
-    fn expire_drops_only_older_anchors() {
+    fn expire_drops_only_older_anchors_and_reports_each() {
         let mut t = KeyTable::default();
         for i in 0..100u32 {
             t.put(
@@ -216,8 +224,15 @@ mod tests {
                 },
             );
         }
-        t.expire_before(60);
+        let mut dropped = Vec::new();
+        t.expire_before(60, |fp| dropped.push(fp));
         assert_eq!(t.len(), 40);
+        dropped.sort_unstable();
+        let mut expected: Vec<_> = (0..60u32)
+            .map(|i| Fingerprint::of(&[&i.to_string()]))
+            .collect();
+        expected.sort_unstable();
+        assert_eq!(dropped, expected, "every dropped key is reported, once");
         assert!(t.get(Fingerprint::of(&["59"])).is_none());
         assert!(t.get(Fingerprint::of(&["60"])).is_some());
     }

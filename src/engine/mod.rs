@@ -427,8 +427,10 @@ impl Engine {
             self.fire_until(wm, out);
             if wm >= self.next_expiry {
                 self.dedup.expire(wm);
+                let dirty = &mut self.order_keys_dirty;
                 self.order_keys.expire_before(
                     u32::try_from((wm - 2 * self.ttl_ms).div_euclid(1000).max(0)).unwrap_or(0),
+                    |fp| dirty.mark(fp),
                 );
                 self.reconciler.expire(wm);
                 self.revenue.expire_before(wm - 2 * self.ttl_ms);

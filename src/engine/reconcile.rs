@@ -270,11 +270,16 @@ impl Reconciler {
     }
 
     /// Forgets orders and purchases more than two TTLs behind the watermark: a change to such an
-    /// order is historical by then.
+    /// order is historical by then. Each forgotten order id is marked changed, so the changelog
+    /// tombstones it (the id moves into the dirty set: no clone).
     pub fn expire(&mut self, watermark: i64) {
         let cutoff = watermark - 2 * self.rules.ttl_ms;
-        self.entries
-            .retain(|_, e| e.deadline.is_some() || e.last_time() >= cutoff);
+        let expired = self
+            .entries
+            .extract_if(|_, e| e.deadline.is_none() && e.last_time() < cutoff);
+        for (order_id, _) in expired {
+            self.dirty.mark(order_id);
+        }
     }
 
     pub fn len(&self) -> usize {

@@ -201,10 +201,17 @@ impl RevenueWindows {
         }
     }
 
-    /// Forgets windows whose hour ended before `cutoff`: nothing can change them any more.
+    /// Forgets windows whose hour ended before `cutoff`: nothing can change them any more. Each
+    /// forgotten window is marked changed, so the changelog tombstones it.
     pub fn expire_before(&mut self, cutoff: i64) {
-        self.windows
-            .retain(|k, w| k.hour_start + HOUR_MS >= cutoff || w.version == 0);
+        let dirty = &mut self.dirty;
+        self.windows.retain(|k, w| {
+            let keep = k.hour_start + HOUR_MS >= cutoff || w.version == 0;
+            if !keep {
+                dirty.mark_with(|| k.clone());
+            }
+            keep
+        });
     }
 
     pub fn len(&self) -> usize {
