@@ -22,11 +22,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::ClientContext;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 use crate::config::Config;
@@ -337,7 +338,7 @@ impl StateStage {
         }
     }
 
-    fn reader(&self, isolation: &str) -> Result<BaseConsumer, ServiceError> {
+    fn reader(&self, isolation: &str) -> Result<Reader, ServiceError> {
         reader(&self.config, isolation)
     }
 
@@ -533,7 +534,7 @@ fn send_retrying(
     }
 }
 
-fn partitions_of(reader: &BaseConsumer, topic: &str) -> Result<Vec<i32>, ServiceError> {
+fn partitions_of(reader: &Reader, topic: &str) -> Result<Vec<i32>, ServiceError> {
     let md = reader
         .fetch_metadata(Some(topic), ROUND_TRIP)
         .map_err(|e| ServiceError::TaskLost(format!("metadata of {topic}: {e}")))?;
@@ -544,8 +545,25 @@ fn partitions_of(reader: &BaseConsumer, topic: &str) -> Result<Vec<i32>, Service
         .collect())
 }
 
+/// A consumer outside any group that reads partitions to their end.
+type Reader = BaseConsumer<ToEnd>;
+
+/// The reader's context: reaching the end of a partition is what it is for, not an error
+/// (librdkafka also reports each end as a client error, which the default context logs).
+struct ToEnd;
+
+impl ClientContext for ToEnd {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if !matches!(error, KafkaError::PartitionEOF(_)) {
+            tracing::warn!(error = %error, reason, "librdkafka reader error");
+        }
+    }
+}
+
+impl ConsumerContext for ToEnd {}
+
 /// A consumer outside any group, for reading partitions to their end.
-fn reader(config: &Config, isolation: &str) -> Result<BaseConsumer, ServiceError> {
+fn reader(config: &Config, isolation: &str) -> Result<Reader, ServiceError> {
     let mut cfg: ClientConfig = consumer_config(&config.kafka);
     // Partitions are assigned, never subscribed, and nothing is committed; librdkafka still
     // wants a group id to assign them.
@@ -554,7 +572,7 @@ fn reader(config: &Config, isolation: &str) -> Result<BaseConsumer, ServiceError
     cfg.set("isolation.level", isolation);
     // Reading to the end: the last empty fetch (the end of the partition) need not linger.
     cfg.set("fetch.wait.max.ms", "10");
-    Ok(create(&cfg)?)
+    Ok(create_with_context(&cfg, ToEnd)?)
 }
 
 /// The restore a state task performs, on its own: reads changelog `topic` partition
@@ -572,7 +590,7 @@ pub fn restore_from_changelog(
 /// Reads changelog partition `partition` whole into a restored engine.
 fn read_changelog(
     config: &Config,
-    reader: &BaseConsumer,
+    reader: &Reader,
     topic: &str,
     partition: i32,
     stop: &Stop,
@@ -627,12 +645,7 @@ fn read_changelog(
     Ok((engine, checkpoint, records))
 }
 
-fn assign(
-    reader: &BaseConsumer,
-    topic: &str,
-    partition: i32,
-    from: Offset,
-) -> Result<(), ServiceError> {
+fn assign(reader: &Reader, topic: &str, partition: i32, from: Offset) -> Result<(), ServiceError> {
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(topic, partition, from)
         .map_err(|e| ServiceError::Fatal(e.to_string()))?;
@@ -644,7 +657,7 @@ fn assign(
 /// Reads every output partition range [from, to) at once and registers the records task `task`
 /// wrote for suppression. Returns how many it found.
 fn read_own_outputs(
-    reader: &BaseConsumer,
+    reader: &Reader,
     ranges: &[(OutputPartition, i64, i64)],
     task: i32,
     outputs: &mut OutputWriter,
