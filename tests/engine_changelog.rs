@@ -10,7 +10,7 @@ use onecount::config::{EngineConfig, OrdersConfig};
 use onecount::engine::changelog::ChangelogEntry;
 use onecount::engine::{Engine, Outputs, StateSize};
 use onecount::generate::{generate, GenerateOptions, VecSink};
-use onecount::model::{Input, Source};
+use onecount::model::{Input, Source, SourcesSeen};
 use onecount::parse::{Parsed, Parser};
 use proptest::prelude::*;
 use support::*;
@@ -679,4 +679,76 @@ fn changelog_of_format_2_restores_and_continues_as_an_uninterrupted_run() {
             "PIXEL1/ViewContent/e4"
         ]
     );
+}
+
+/// An event_id reused after its TTL starts a new action while the old one's closed key still
+/// lives: the fingerprint has a closed entry and a pending action at once. A copy within the old
+/// action's TTL belongs to the old one (a duplicate), also after a restore from a checkpoint
+/// taken while both exist: the changelog keeps both.
+#[test]
+fn restore_while_a_key_is_both_closed_and_pending_keeps_the_closed_entry() {
+    let config = EngineConfig::default();
+    let orders = OrdersConfig::default();
+    let ttl = 48 * HOUR;
+    let before = [
+        browser("AddToCart", "e1", T0).rec(),
+        browser("AddToCart", "x", T0 + HOUR).rec(),
+        server("AddToCart", "x", T0 + HOUR).rec(),
+        // The TTL of e1's action is over: a new action, pending for its merge window.
+        server("AddToCart", "e1", T0 + ttl).rec(),
+        browser("AddToCart", "y", T0 + ttl + 11 * MIN).rec(),
+        server("AddToCart", "y", T0 + ttl + 11 * MIN).rec(),
+    ];
+    // Within the old action's TTL, and within the new action's merge window.
+    let after = [browser("AddToCart", "e1", T0 + ttl - MIN).rec()];
+
+    let mut whole = Engine::new(&config, &orders);
+    let mut whole_out = Outputs::default();
+    for r in before.iter().chain(&after).cloned() {
+        whole.process(r, &mut whole_out);
+    }
+    whole.flush(&mut whole_out);
+    let e1: Vec<_> = whole_out
+        .conversions
+        .iter()
+        .filter(|c| c.event_id.as_deref() == Some("e1"))
+        .map(|c| c.sources)
+        .collect();
+    assert_eq!(e1, [SourcesSeen::Browser, SourcesSeen::Server]);
+    assert_eq!(dup(whole.stats(), "same_source"), 1);
+
+    let mut first = Engine::new(&config, &orders).with_changelog();
+    let mut out = Outputs::default();
+    let mut log = ChangelogTopic::default();
+    for r in before.iter().cloned() {
+        first.process(r, &mut out);
+        log.apply(first.take_changes());
+    }
+    let size = first.state_size();
+    assert_eq!((size.pending_actions, size.closed_keys), (1, 2), "{size:?}");
+    // One changelog key per fingerprint (e1, x): e1's holds its closed entry and its pending
+    // action together.
+    assert_eq!(log.live(b'a'), 2);
+    let both: Vec<_> = log
+        .live_records()
+        .filter(|(k, v)| k[0] == b'a' && v[1] == b'b')
+        .collect();
+    assert_eq!(both.len(), 1, "e1 is closed and pending");
+    drop(first);
+
+    for (topic, entries) in [
+        ("compacted", log.entries()),
+        ("compacted, tombstones kept", log.entries_with_tombstones()),
+        ("as written", log.raw.clone()),
+    ] {
+        let mut second = Engine::restore(&config, &orders, entries).expect("restore");
+        assert_eq!(second.state_size(), size, "{topic}");
+        let mut rest = out.clone();
+        for r in after.iter().cloned() {
+            second.process(r, &mut rest);
+        }
+        second.flush(&mut rest);
+        assert_eq!(rest, whole_out, "{topic}");
+        assert_eq!(second.stats(), whole.stats(), "{topic}");
+    }
 }
