@@ -10,7 +10,7 @@ use onecount::config::{EngineConfig, OrdersConfig};
 use onecount::engine::changelog::ChangelogEntry;
 use onecount::engine::{Engine, Outputs, StateSize};
 use onecount::generate::{generate, GenerateOptions, VecSink};
-use onecount::model::{Input, Source};
+use onecount::model::{Input, Source, SourcesSeen};
 use onecount::parse::{Parsed, Parser};
 use proptest::prelude::*;
 use support::*;
@@ -567,5 +567,188 @@ fn restore_from_compacted_changelog_with_expired_keys_reproduces_an_uninterrupte
             assert!(both == whole_out, "cut at {cut}, {topic}: outputs differ");
             assert_eq!(second.stats(), whole.stats(), "cut at {cut}, {topic}");
         }
+    }
+}
+
+/// Records before and after the checkpoint of `tests/fixtures/changelog_v2.txt`, every one at a
+/// fixed position so the state (and the changelog) does not depend on which tests ran first. At
+/// the checkpoint the state holds a closed key (e1), a pending action (e2), buffered copies (e3,
+/// e4), an order key, orders and a revenue window.
+fn format_2_scenario() -> (Vec<Parsed>, Vec<Parsed>) {
+    let paid = |s: Copy| s.order("o1").value(5.0, "USD");
+    let before = vec![
+        order("o1", 5.0, "USD", T0).at(1).rec(),
+        paid(browser("CompletePayment", "e1", T0)).at(1).rec(),
+        paid(server("CompletePayment", "e1", T0 + MIN)).at(1).rec(),
+        browser("AddToCart", "e2", T0 + HOUR).at(2).rec(),
+        order("o2", 7.0, "USD", T0 + HOUR + 14 * MIN).at(2).rec(),
+        server("AddToCart", "e3", T0 + HOUR + 14 * MIN).at(2).rec(),
+        browser("ViewContent", "e4", T0 + HOUR + 20 * MIN)
+            .at(3)
+            .rec(),
+    ];
+    let after = vec![
+        browser("AddToCart", "e3", T0 + HOUR + 15 * MIN).at(4).rec(),
+        server("AddToCart", "e2", T0 + HOUR + 2 * MIN).at(3).rec(),
+        paid(browser("CompletePayment", "e1", T0 + 2 * HOUR))
+            .at(5)
+            .rec(),
+        order("o1", 5.0, "USD", T0)
+            .status("refunded", T0 + 3 * HOUR)
+            .at(3)
+            .rec(),
+    ];
+    (before, after)
+}
+
+/// The changelog format 2 fixture, as written.
+fn format_2_fixture() -> Vec<ChangelogEntry> {
+    let text = include_str!("fixtures/changelog_v2.txt");
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|line| {
+            let (key, value) = line.split_once('\t').expect("key TAB value");
+            let value = (value != "-").then(|| {
+                (0..value.len())
+                    .step_by(2)
+                    .map(|i| u8::from_str_radix(&value[i..i + 2], 16).expect("hex"))
+                    .collect()
+            });
+            ChangelogEntry {
+                key: key.as_bytes().to_vec(),
+                value,
+            }
+        })
+        .collect()
+}
+
+/// A changelog the previous release wrote (format 2) restores in this one: a rolling upgrade
+/// needs no reset. The restored engine continues as the engine that wrote it would have.
+#[test]
+fn changelog_of_format_2_restores_and_continues_as_an_uninterrupted_run() {
+    let config = EngineConfig::default();
+    let orders = OrdersConfig::default();
+    let (before, after) = format_2_scenario();
+    let fixture = format_2_fixture();
+    assert!(fixture
+        .iter()
+        .all(|e| e.value.as_ref().is_none_or(|v| v[0] == 2)));
+    let dedup_values: BTreeSet<u8> = fixture
+        .iter()
+        .filter(|e| e.key[0] == b'a')
+        .filter_map(|e| e.value.as_ref().map(|v| v[1]))
+        .collect();
+    assert_eq!(
+        dedup_values,
+        BTreeSet::from([b'c', b'p']),
+        "closed and pending"
+    );
+    assert!(fixture.iter().any(|e| e.value.is_none()), "tombstones");
+
+    let mut whole = Engine::new(&config, &orders);
+    let mut before_out = Outputs::default();
+    for r in before {
+        whole.process(r, &mut before_out);
+    }
+    let mut whole_out = before_out.clone();
+    for r in after.iter().cloned() {
+        whole.process(r, &mut whole_out);
+    }
+    whole.flush(&mut whole_out);
+
+    let mut restored = Engine::restore(&config, &orders, fixture).expect("format 2 restores");
+    let size = restored.state_size();
+    assert_eq!(
+        (size.closed_keys, size.pending_actions, size.reordering),
+        (1, 1, 2),
+        "{size:?}"
+    );
+    let mut after_out = Outputs::default();
+    for r in after {
+        restored.process(r, &mut after_out);
+    }
+    restored.flush(&mut after_out);
+    assert_eq!(concat(before_out, after_out), whole_out);
+    assert_eq!(restored.stats(), whole.stats());
+    assert_eq!(
+        keys(&whole_out),
+        [
+            "PIXEL1/CompletePayment/e1",
+            "PIXEL1/AddToCart/e2",
+            "PIXEL1/AddToCart/e3",
+            "PIXEL1/ViewContent/e4"
+        ]
+    );
+}
+
+/// An event_id reused after its TTL starts a new action while the old one's closed key still
+/// lives: the fingerprint has a closed entry and a pending action at once. A copy within the old
+/// action's TTL belongs to the old one (a duplicate), also after a restore from a checkpoint
+/// taken while both exist: the changelog keeps both.
+#[test]
+fn restore_while_a_key_is_both_closed_and_pending_keeps_the_closed_entry() {
+    let config = EngineConfig::default();
+    let orders = OrdersConfig::default();
+    let ttl = 48 * HOUR;
+    let before = [
+        browser("AddToCart", "e1", T0).rec(),
+        browser("AddToCart", "x", T0 + HOUR).rec(),
+        server("AddToCart", "x", T0 + HOUR).rec(),
+        // The TTL of e1's action is over: a new action, pending for its merge window.
+        server("AddToCart", "e1", T0 + ttl).rec(),
+        browser("AddToCart", "y", T0 + ttl + 11 * MIN).rec(),
+        server("AddToCart", "y", T0 + ttl + 11 * MIN).rec(),
+    ];
+    // Within the old action's TTL, and within the new action's merge window.
+    let after = [browser("AddToCart", "e1", T0 + ttl - MIN).rec()];
+
+    let mut whole = Engine::new(&config, &orders);
+    let mut whole_out = Outputs::default();
+    for r in before.iter().chain(&after).cloned() {
+        whole.process(r, &mut whole_out);
+    }
+    whole.flush(&mut whole_out);
+    let e1: Vec<_> = whole_out
+        .conversions
+        .iter()
+        .filter(|c| c.event_id.as_deref() == Some("e1"))
+        .map(|c| c.sources)
+        .collect();
+    assert_eq!(e1, [SourcesSeen::Browser, SourcesSeen::Server]);
+    assert_eq!(dup(whole.stats(), "same_source"), 1);
+
+    let mut first = Engine::new(&config, &orders).with_changelog();
+    let mut out = Outputs::default();
+    let mut log = ChangelogTopic::default();
+    for r in before.iter().cloned() {
+        first.process(r, &mut out);
+        log.apply(first.take_changes());
+    }
+    let size = first.state_size();
+    assert_eq!((size.pending_actions, size.closed_keys), (1, 2), "{size:?}");
+    // One changelog key per fingerprint (e1, x): e1's holds its closed entry and its pending
+    // action together.
+    assert_eq!(log.live(b'a'), 2);
+    let both: Vec<_> = log
+        .live_records()
+        .filter(|(k, v)| k[0] == b'a' && v[1] == b'b')
+        .collect();
+    assert_eq!(both.len(), 1, "e1 is closed and pending");
+    drop(first);
+
+    for (topic, entries) in [
+        ("compacted", log.entries()),
+        ("compacted, tombstones kept", log.entries_with_tombstones()),
+        ("as written", log.raw.clone()),
+    ] {
+        let mut second = Engine::restore(&config, &orders, entries).expect("restore");
+        assert_eq!(second.state_size(), size, "{topic}");
+        let mut rest = out.clone();
+        for r in after.iter().cloned() {
+            second.process(r, &mut rest);
+        }
+        second.flush(&mut rest);
+        assert_eq!(rest, whole_out, "{topic}");
+        assert_eq!(second.stats(), whole.stats(), "{topic}");
     }
 }

@@ -6,11 +6,18 @@
 //! engine tracks its own dirty keys) or do I/O.
 //!
 //! Keys are ASCII with a one-letter kind: `m` (watermarks and accounting), `b:<position>` (a copy
-//! waiting in the reorder buffer), `a:<fingerprint>` (a dedup key: pending action or closed
-//! key), `d:<fingerprint>` (an order key claimed by a purchase), `o:<order_id>` (an order and
-//! its purchase), `w:<window>` (a revenue window). Values start with a format version byte, so
-//! a later release can read what an earlier one wrote. Closed dedup keys, the bulk of the state,
-//! are 6 bytes of value; the rest is JSON.
+//! waiting in the reorder buffer), `a:<fingerprint>` (a dedup key), `d:<fingerprint>` (an order
+//! key claimed by a purchase), `o:<order_id>` (an order and its purchase), `w:<window>` (a
+//! revenue window). Values start with a format version byte, so a later release can read what
+//! an earlier one wrote. Closed dedup keys, the bulk of the state, are 6 bytes of value; the
+//! rest is JSON.
+//!
+//! A dedup key's value is everything the key holds, and a restore puts back exactly that: `c`
+//! and its closed entry, `p` and its pending action, or `b` and both. A key holds both when an
+//! event_id is reused after its TTL: the new copy starts a pending action while the old action's
+//! key stays closed for two TTLs, and a later copy within the old TTL still belongs to the old
+//! action. One record rather than a key per part keeps a format 2 record meaning what it meant:
+//! the whole state of its key, replaced at once.
 //!
 //! Every key the engine forgets gets a tombstone (`value: None`) at the next flush: expired
 //! state (closed dedup keys, order keys, orders and emitted revenue windows two TTLs behind
@@ -75,8 +82,13 @@ impl<K: std::hash::Hash + Eq + Ord> DirtySet<K> {
 }
 
 /// Format version of changelog values this release writes (and the newest it reads).
-/// 2: the meta record holds per-channel watermark state; 1 (still read): per-input `max_seen`.
-pub const CHANGELOG_VERSION: u8 = 2;
+/// 3: a dedup key's value can hold its closed entry and its pending action together (`b`).
+/// 2 (still read): a dedup key's value holds one of them; a key that had both was written as
+/// pending. 1 (still read): the meta record holds per-input `max_seen`, not per-channel state.
+pub const CHANGELOG_VERSION: u8 = 3;
+
+/// The first format whose dedup key values can be `b` (closed and pending).
+const CLOSED_AND_PENDING_SINCE: u8 = 3;
 
 /// One changelog record. `value: None` is a tombstone: the key is gone.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -165,12 +177,36 @@ fn json<T: Serialize>(value: &T) -> Vec<u8> {
     versioned(|v| serde_json::to_writer(v, value).expect("state records serialize"))
 }
 
+fn push_key_state(v: &mut Vec<u8>, state: KeyState) {
+    v.extend_from_slice(&state.anchor_s.to_le_bytes());
+    v.push(state.flags);
+}
+
 fn key_state(state: KeyState) -> Vec<u8> {
     versioned(|v| {
         v.push(b'c');
-        v.extend_from_slice(&state.anchor_s.to_le_bytes());
-        v.push(state.flags);
+        push_key_state(v, state);
     })
+}
+
+fn push_action(v: &mut Vec<u8>, action: &Action) {
+    serde_json::to_writer(v, action).expect("actions serialize");
+}
+
+/// `c` + the closed entry (6 bytes), `p` + the pending action (JSON), or `b` + both.
+fn dedup_key(record: &KeyRecord) -> Vec<u8> {
+    match record {
+        KeyRecord::Closed(state) => key_state(*state),
+        KeyRecord::Pending(action) => versioned(|v| {
+            v.push(b'p');
+            push_action(v, action);
+        }),
+        KeyRecord::ClosedAndPending(state, action) => versioned(|v| {
+            v.push(b'b');
+            push_key_state(v, *state);
+            push_action(v, action);
+        }),
+    }
 }
 
 fn position_key(p: &Position) -> Vec<u8> {
@@ -193,16 +229,7 @@ pub fn encode(record: &StateRecord) -> ChangelogEntry {
     let (key, value) = match record {
         StateRecord::Meta(m) => (META_KEY.to_vec(), m.as_ref().map(json)),
         StateRecord::Buffered(p, e) => (position_key(p), e.as_ref().map(json)),
-        StateRecord::DedupKey(fp, r) => (
-            fp_key('a', *fp),
-            r.as_ref().map(|r| match r {
-                KeyRecord::Closed(s) => key_state(*s),
-                KeyRecord::Pending(action) => versioned(|v| {
-                    v.push(b'p');
-                    serde_json::to_writer(v, action).expect("actions serialize");
-                }),
-            }),
-        ),
+        StateRecord::DedupKey(fp, r) => (fp_key('a', *fp), r.as_ref().map(dedup_key)),
         StateRecord::OrderKey(fp, s) => (fp_key('d', *fp), s.map(key_state)),
         StateRecord::Order(id, e) => (format!("o:{id}").into_bytes(), e.as_ref().map(json)),
         StateRecord::Window(k, w) => {
@@ -223,12 +250,12 @@ fn corrupt(kind: &'static str, reason: impl ToString) -> ChangelogError {
     }
 }
 
-/// Splits off and checks the version byte.
-fn body<'a>(kind: &'static str, value: &'a [u8]) -> Result<&'a [u8], ChangelogError> {
+/// Splits off and checks the version byte: the value's format and its body.
+fn body<'a>(kind: &'static str, value: &'a [u8]) -> Result<(u8, &'a [u8]), ChangelogError> {
     match value.split_first() {
         None => Err(corrupt(kind, "empty value")),
         Some((&v, _)) if v > CHANGELOG_VERSION => Err(ChangelogError::NewerFormat(v)),
-        Some((_, rest)) => Ok(rest),
+        Some((&v, rest)) => Ok((v, rest)),
     }
 }
 
@@ -237,7 +264,7 @@ fn from_json<T: for<'de> Deserialize<'de>>(
     value: Option<&[u8]>,
 ) -> Result<Option<T>, ChangelogError> {
     value
-        .map(|v| serde_json::from_slice(body(kind, v)?).map_err(|e| corrupt(kind, e)))
+        .map(|v| serde_json::from_slice(body(kind, v)?.1).map_err(|e| corrupt(kind, e)))
         .transpose()
 }
 
@@ -246,8 +273,8 @@ fn decode_meta(value: Option<&[u8]>) -> Result<Option<Meta>, ChangelogError> {
     let Some(value) = value else {
         return Ok(None);
     };
-    let json = body("meta", value)?;
-    let meta = if value[0] == 1 {
+    let (version, json) = body("meta", value)?;
+    let meta = if version == 1 {
         serde_json::from_slice::<MetaV1>(json).map(Meta::from)
     } else {
         serde_json::from_slice::<Meta>(json)
@@ -255,14 +282,46 @@ fn decode_meta(value: Option<&[u8]>) -> Result<Option<Meta>, ChangelogError> {
     meta.map(Some).map_err(|e| corrupt("meta", e))
 }
 
+/// The 5 bytes of a closed entry after its tag: anchor second (little endian), flags.
+fn key_state_of([a, b, c, d, flags]: [u8; 5]) -> KeyState {
+    KeyState {
+        anchor_s: u32::from_le_bytes([a, b, c, d]),
+        flags,
+    }
+}
+
 fn decode_key_state(kind: &'static str, body: &[u8]) -> Result<KeyState, ChangelogError> {
     match body {
-        [b'c', a, b, c, d, flags] => Ok(KeyState {
-            anchor_s: u32::from_le_bytes([*a, *b, *c, *d]),
-            flags: *flags,
-        }),
+        [b'c', state @ ..] => state
+            .try_into()
+            .map(key_state_of)
+            .map_err(|_| corrupt(kind, "closed key is not 6 bytes")),
         _ => Err(corrupt(kind, "closed key is not 6 bytes")),
     }
+}
+
+fn decode_action(json: &[u8]) -> Result<Action, ChangelogError> {
+    serde_json::from_slice(json).map_err(|e| corrupt("dedup key", e))
+}
+
+/// A dedup key's value, of this format or an earlier one (format 2 has no `b`).
+fn decode_dedup_key(value: &[u8]) -> Result<KeyRecord, ChangelogError> {
+    Ok(match body("dedup key", value)? {
+        (_, [b'p', json @ ..]) => KeyRecord::Pending(decode_action(json)?),
+        (version, [b'b', both @ ..]) if version >= CLOSED_AND_PENDING_SINCE => {
+            let Some((state, json)) = both.split_first_chunk::<5>() else {
+                return Err(corrupt("dedup key", "closed entry cut short"));
+            };
+            KeyRecord::ClosedAndPending(key_state_of(*state), decode_action(json)?)
+        }
+        (version, [b'b', ..]) => {
+            return Err(corrupt(
+                "dedup key",
+                format!("closed and pending in a format {version} value"),
+            ))
+        }
+        (_, closed) => KeyRecord::Closed(decode_key_state("dedup key", closed)?),
+    })
 }
 
 fn parse_fp(kind: &'static str, text: &str) -> Result<Fingerprint, ChangelogError> {
@@ -305,22 +364,12 @@ pub fn decode(entry: &ChangelogEntry) -> Result<StateRecord, ChangelogError> {
         }
         "a" => {
             let fp = parse_fp("dedup key", rest)?;
-            let record = match value {
-                None => None,
-                Some(v) => Some(match body("dedup key", v)? {
-                    [b'p', json @ ..] => KeyRecord::Pending(
-                        serde_json::from_slice::<Action>(json)
-                            .map_err(|e| corrupt("dedup key", e))?,
-                    ),
-                    closed => KeyRecord::Closed(decode_key_state("dedup key", closed)?),
-                }),
-            };
-            StateRecord::DedupKey(fp, record)
+            StateRecord::DedupKey(fp, value.map(decode_dedup_key).transpose()?)
         }
         "d" => {
             let fp = parse_fp("order key", rest)?;
             let state = value
-                .map(|v| decode_key_state("order key", body("order key", v)?))
+                .map(|v| decode_key_state("order key", body("order key", v)?.1))
                 .transpose()?;
             StateRecord::OrderKey(fp, state)
         }
@@ -357,6 +406,95 @@ mod tests {
                 }))
             )
         );
+    }
+
+    fn action(event_time: i64) -> Action {
+        let event = Event {
+            source: crate::model::Source::Server,
+            pixel: "P".into(),
+            event: "AddToCart".into(),
+            event_id: Some("e1".into()),
+            event_time,
+            user: Default::default(),
+            properties: Default::default(),
+            page: Default::default(),
+            consent: None,
+            position: Position {
+                input: Input::Server,
+                partition: 0,
+                offset: 9,
+                index: 0,
+            },
+        };
+        Action {
+            fp: Some(Fingerprint::of(&["P", "AddToCart", "e1"])),
+            key: "P/AddToCart/e1".into(),
+            browser: None,
+            server: Some(Box::new(event)),
+            anchor: event_time,
+            missing_event_id: false,
+        }
+    }
+
+    fn dedup_entry(value: Vec<u8>) -> ChangelogEntry {
+        ChangelogEntry {
+            key: fp_key('a', Fingerprint::of(&["P", "AddToCart", "e1"])),
+            value: Some(value),
+        }
+    }
+
+    #[test]
+    fn closed_entry_and_pending_action_of_one_key_round_trip_in_one_value() {
+        let fp = Fingerprint::of(&["P", "AddToCart", "e1"]);
+        let closed = KeyState {
+            anchor_s: 0x0102_0304,
+            flags: 9,
+        };
+        let record =
+            StateRecord::DedupKey(fp, Some(KeyRecord::ClosedAndPending(closed, action(5_000))));
+        let e = encode(&record);
+        let value = e.value.as_ref().unwrap();
+        assert_eq!(value[..7], [CHANGELOG_VERSION, b'b', 4, 3, 2, 1, 9]);
+        assert_eq!(decode(&e).unwrap(), record);
+    }
+
+    #[test]
+    fn dedup_values_of_format_2_still_decode() {
+        let closed = dedup_entry(vec![2, b'c', 7, 0, 0, 0, 3]);
+        assert_eq!(
+            decode(&closed).unwrap(),
+            StateRecord::DedupKey(
+                Fingerprint::of(&["P", "AddToCart", "e1"]),
+                Some(KeyRecord::Closed(KeyState {
+                    anchor_s: 7,
+                    flags: 3
+                }))
+            )
+        );
+        // Format 2 wrote a pending action as `p` and its JSON, as format 3 does.
+        let mut value = vec![2, b'p'];
+        serde_json::to_writer(&mut value, &action(5_000)).unwrap();
+        assert_eq!(
+            decode(&dedup_entry(value)).unwrap(),
+            StateRecord::DedupKey(
+                Fingerprint::of(&["P", "AddToCart", "e1"]),
+                Some(KeyRecord::Pending(action(5_000)))
+            )
+        );
+    }
+
+    #[test]
+    fn closed_and_pending_in_a_format_2_value_is_corrupt() {
+        let mut value = vec![2, b'b', 7, 0, 0, 0, 3];
+        serde_json::to_writer(&mut value, &action(5_000)).unwrap();
+        assert!(matches!(
+            decode(&dedup_entry(value)),
+            Err(ChangelogError::Corrupt { .. })
+        ));
+        assert!(matches!(
+            decode(&dedup_entry(vec![CHANGELOG_VERSION, b'b', 7, 0])),
+            Err(ChangelogError::Corrupt { .. })
+        ));
     }
 
     #[test]

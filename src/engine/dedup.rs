@@ -154,12 +154,37 @@ pub struct Dedup {
     dirty: DirtySet<Fingerprint>,
 }
 
-/// A key's state as the changelog records it. Transient, like `StateRecord`.
+/// A key's state as the changelog records it: everything the key holds, in one record, so a
+/// restore puts back exactly that. Transient, like `StateRecord`.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum KeyRecord {
     Pending(Action),
     Closed(KeyState),
+    /// An event_id reused after its TTL: a new action is pending while the old action's key is
+    /// still closed (for two TTLs). Both decide where a later copy goes (see [`Dedup::offer`]),
+    /// so both are kept.
+    ClosedAndPending(KeyState, Action),
+}
+
+impl KeyRecord {
+    fn of(closed: Option<KeyState>, pending: Option<&Action>) -> Option<KeyRecord> {
+        match (closed, pending) {
+            (None, None) => None,
+            (Some(state), None) => Some(KeyRecord::Closed(state)),
+            (None, Some(action)) => Some(KeyRecord::Pending(action.clone())),
+            (Some(state), Some(action)) => Some(KeyRecord::ClosedAndPending(state, action.clone())),
+        }
+    }
+
+    fn into_parts(record: Option<KeyRecord>) -> (Option<KeyState>, Option<Action>) {
+        match record {
+            None => (None, None),
+            Some(KeyRecord::Closed(state)) => (Some(state), None),
+            Some(KeyRecord::Pending(action)) => (None, Some(action)),
+            Some(KeyRecord::ClosedAndPending(state, action)) => (Some(state), Some(action)),
+        }
+    }
 }
 
 fn seconds(ms: i64) -> i64 {
@@ -405,7 +430,8 @@ impl Dedup {
     /// Forgets closed keys that no copy still counted on time can reach (anchored more than
     /// two TTLs behind the watermark: a copy within the TTL of such a key would be late). Each
     /// forgotten key is marked changed, so the changelog tombstones it; the key may still be
-    /// pending (a new action under a reused event_id), in which case its record stays.
+    /// pending (a new action under a reused event_id), in which case its record then holds the
+    /// pending action alone.
     pub fn expire(&mut self, watermark: i64) {
         let cutoff = seconds(watermark) - 2 * self.rules.ttl_s;
         let cutoff_s = u32::try_from(cutoff.max(0)).unwrap_or(u32::MAX);
@@ -413,41 +439,42 @@ impl Dedup {
         self.closed.expire_before(cutoff_s, |fp| dirty.mark(fp));
     }
 
-    /// The state of every key changed since the last call (`None`: the key is gone).
     /// Starts tracking changed keys for the changelog.
     pub fn track_changes(&mut self) {
         self.dirty.enable();
     }
 
+    /// The state of every key changed since the last call: its closed entry and its pending
+    /// action, whichever it has (`None`: the key is gone).
     pub fn take_changes(&mut self) -> Vec<(Fingerprint, Option<KeyRecord>)> {
         self.dirty
             .drain_sorted()
             .into_iter()
             .map(|fp| {
-                let record = match self.pending.get(&fp) {
-                    Some(action) => Some(KeyRecord::Pending(action.clone())),
-                    None => self.closed.get(fp).map(KeyRecord::Closed),
-                };
-                (fp, record)
+                (
+                    fp,
+                    KeyRecord::of(self.closed.get(fp), self.pending.get(&fp)),
+                )
             })
             .collect()
     }
 
-    /// Puts back one key from the changelog (`None` removes it).
+    /// Puts back one key from the changelog: the record replaces all the key held (`None`
+    /// removes it).
     pub fn restore(&mut self, fp: Fingerprint, record: Option<KeyRecord>) {
         if let Some(old) = self.pending.remove(&fp) {
             self.queue
                 .remove(&(old.anchor + self.rules.merge_window_ms, fp));
         }
         self.closed.remove(fp);
-        match record {
-            Some(KeyRecord::Pending(action)) => {
-                self.queue
-                    .insert((action.anchor + self.rules.merge_window_ms, fp));
-                self.pending.insert(fp, action);
-            }
-            Some(KeyRecord::Closed(state)) => self.closed.put(fp, state),
-            None => {}
+        let (closed, pending) = KeyRecord::into_parts(record);
+        if let Some(state) = closed {
+            self.closed.put(fp, state);
+        }
+        if let Some(action) = pending {
+            self.queue
+                .insert((action.anchor + self.rules.merge_window_ms, fp));
+            self.pending.insert(fp, action);
         }
     }
 

@@ -157,6 +157,11 @@ impl OrderRow {
         self.0.op = OrderOp::Delete;
         self
     }
+    /// The offset the row came at (for records that must not depend on the test's order).
+    pub fn at(mut self, offset: i64) -> Self {
+        self.0.position.offset = offset;
+        self
+    }
     pub fn rec(self) -> Parsed {
         Parsed::Record(Record::Order(self.0))
     }
