@@ -71,7 +71,6 @@ pub struct Ingest {
     consumer: BaseConsumer<Observed>,
     fwd: Forwarder,
     commit_interval: Duration,
-    paused: bool,
     aligner: Aligner,
     align_blocked_since: Option<Instant>,
     /// Since when, and last logged when, the aligner waits for a partition behind its end.
@@ -153,7 +152,6 @@ impl Ingest {
                 max_in_flight: config.service.max_in_flight,
             },
             commit_interval: config.service.commit_interval,
-            paused: false,
             aligner: Aligner::new(PARTITION_BUFFER),
             align_blocked_since: None,
             behind_wait: None,
@@ -172,7 +170,12 @@ impl Ingest {
         let mut last_idle_check = Instant::now();
         let mut last_assignment_check = Instant::now() - IDLE_CHECK;
         while !stop.requested() {
-            self.apply_backpressure();
+            // Backpressure: while the log has `max_in_flight` records unacknowledged (the broker
+            // is slow or away), nothing is forwarded; reading goes on into the aligner, whose
+            // bounded buffers pause a partition that runs full. Pausing every partition here
+            // instead would make librdkafka drop their prefetched records and fetch them again
+            // on resume: a fourfold loss of throughput, measured.
+            let log_full = self.fwd.producer.context().in_flight() >= self.fwd.max_in_flight;
             if last_assignment_check.elapsed() >= ASSIGNMENT_CHECK {
                 self.follow_assignment()?;
                 last_assignment_check = Instant::now();
@@ -181,7 +184,7 @@ impl Ingest {
             // (briefly) rather than spin.
             let mut wait = if self.aligner.buffered() == 0 {
                 POLL_WAIT
-            } else if self.align_blocked_since.is_some() {
+            } else if log_full || self.align_blocked_since.is_some() {
                 BLOCKED_POLL_WAIT
             } else {
                 Duration::ZERO
@@ -203,7 +206,9 @@ impl Ingest {
                 }
                 wait = Duration::ZERO;
             }
-            self.forward_aligned()?;
+            if !log_full {
+                self.forward_aligned()?;
+            }
             self.fwd.producer.poll(Duration::ZERO);
             self.fwd.check_failures()?;
             if last_idle_check.elapsed() >= IDLE_CHECK {
@@ -373,35 +378,6 @@ impl Ingest {
         };
         if let Err(e) = done {
             tracing::warn!(error = %e, topic, partition, pause, "pausing or resuming a partition");
-        }
-    }
-
-    /// Pauses reading while the log has too many unacknowledged records (the broker is slow or
-    /// away), and resumes below half of the bound.
-    fn apply_backpressure(&mut self) {
-        let in_flight = self.fwd.producer.context().in_flight();
-        let change = if !self.paused && in_flight >= self.fwd.max_in_flight {
-            Some(true)
-        } else if self.paused && in_flight < self.fwd.max_in_flight / 2 {
-            Some(false)
-        } else {
-            None
-        };
-        let Some(pause) = change else { return };
-        let Ok(assigned) = self.consumer.assignment() else {
-            return;
-        };
-        let done = if pause {
-            self.consumer.pause(&assigned)
-        } else {
-            self.consumer.resume(&assigned)
-        };
-        if done.is_ok() {
-            self.paused = pause;
-            tracing::debug!(paused = pause, in_flight, "ingest backpressure");
-        }
-        if pause {
-            self.fwd.producer.poll(POLL_WAIT);
         }
     }
 
