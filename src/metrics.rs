@@ -704,7 +704,7 @@ mod tests {
     }
 
     #[test]
-    fn a_new_process_counts_from_the_state_it_restored_not_from_zero() {
+    fn a_new_process_counts_only_what_it_adds_to_the_state_it_restored() {
         let mut m = Metrics::new(DEFAULT_MAX_PIXELS, &[]);
         m.count_from(&stats_at(10));
         assert_eq!(counts(&m, PIXEL), [0; 7]);

@@ -289,6 +289,16 @@ impl ChangelogTopic {
     }
 
     /// The topic compacted, its tombstones not deleted yet.
+    /// The topic as a restore may read it: compacted, compacted before the tombstones are
+    /// removed, and as written (before any compaction).
+    fn readings(&self) -> [(&'static str, Vec<ChangelogEntry>); 3] {
+        [
+            ("compacted", self.entries()),
+            ("compacted, tombstones kept", self.entries_with_tombstones()),
+            ("as written", self.raw.clone()),
+        ]
+    }
+
     fn entries_with_tombstones(&self) -> Vec<ChangelogEntry> {
         self.latest
             .iter()
@@ -552,11 +562,7 @@ fn restore_from_compacted_changelog_with_expired_keys_reproduces_an_uninterrupte
         );
         drop(first);
 
-        for (topic, entries) in [
-            ("compacted", log.entries()),
-            ("compacted, tombstones kept", log.entries_with_tombstones()),
-            ("as written", log.raw.clone()),
-        ] {
+        for (topic, entries) in log.readings() {
             let mut second = Engine::restore(&config, &orders, entries).expect("restore");
             let mut after = Outputs::default();
             for step in steps[cut..].iter().cloned() {
@@ -736,11 +742,7 @@ fn restore_while_a_key_is_both_closed_and_pending_keeps_the_closed_entry() {
     assert_eq!(both.len(), 1, "e1 is closed and pending");
     drop(first);
 
-    for (topic, entries) in [
-        ("compacted", log.entries()),
-        ("compacted, tombstones kept", log.entries_with_tombstones()),
-        ("as written", log.raw.clone()),
-    ] {
+    for (topic, entries) in log.readings() {
         let mut second = Engine::restore(&config, &orders, entries).expect("restore");
         assert_eq!(second.state_size(), size, "{topic}");
         let mut rest = out.clone();
