@@ -75,8 +75,8 @@ pub struct Ingest {
     align_blocked_since: Option<Instant>,
     /// Since when, and last logged when, the aligner waits for a partition behind its end.
     behind_wait: Option<(Instant, Instant)>,
-    /// The committed offset each assigned partition started from.
-    start_offsets: HashMap<InputPartition, i64>,
+    /// Where each assigned partition started and its end as last asked of the broker.
+    known: HashMap<InputPartition, Known>,
     health: Arc<Health>,
     /// The broker was unreachable at the last idle check.
     outage: bool,
@@ -155,7 +155,7 @@ impl Ingest {
             aligner: Aligner::new(PARTITION_BUFFER),
             align_blocked_since: None,
             behind_wait: None,
-            start_offsets: HashMap::new(),
+            known: HashMap::new(),
             health: health_for_idle,
             outage: false,
             parser: Parser::new(&config.engine, &config.orders),
@@ -245,11 +245,13 @@ impl Ingest {
             .map(|e| (e.topic().to_string(), e.partition()))
             .collect();
         let mut new = TopicPartitionList::new();
+        let mut new_partitions = Vec::new();
         for (topic, partition) in &assigned {
             if self.assigned.contains(&(topic.clone(), *partition)) {
                 continue;
             }
             new.add_partition(topic, *partition);
+            new_partitions.push((topic.clone(), *partition));
             if let Some(channel) = self.fwd.channel(topic, *partition) {
                 self.fwd.marker(LogRecord::Assigned(channel))?;
             }
@@ -268,17 +270,42 @@ impl Ingest {
                             Offset::Offset(o) => o,
                             _ => 0,
                         };
-                        self.start_offsets
-                            .insert((e.topic().to_string(), e.partition()), start);
+                        self.known
+                            .entry((e.topic().to_string(), e.partition()))
+                            .or_default()
+                            .start = start;
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "reading committed input offsets"),
             }
+            self.ask_ends(&new_partitions);
         }
-        self.start_offsets.retain(|p, _| assigned.contains(p));
+        self.known.retain(|p, _| assigned.contains(p));
         self.aligner.set_assignment(&assigned);
         self.assigned = assigned.into_iter().collect();
         Ok(())
+    }
+
+    /// Asks the broker for the high watermark of each of `partitions` (one round trip each),
+    /// so a partition with records waiting is known to be behind before its first fetch.
+    fn ask_ends(&mut self, partitions: &[InputPartition]) {
+        for (topic, partition) in partitions {
+            match self
+                .consumer
+                .fetch_watermarks(topic, *partition, Duration::from_secs(5))
+            {
+                Ok((_, high)) => {
+                    self.known
+                        .entry((topic.clone(), *partition))
+                        .or_default()
+                        .end = Some(high);
+                }
+                // Its fetches will tell: meanwhile it is waited for as one whose end is unknown.
+                Err(e) => {
+                    tracing::debug!(error = %e, topic, partition, "asking for a partition's end")
+                }
+            }
+        }
     }
 
     /// Forwards buffered records by the alignment rule (see `align`). The partition that must
@@ -294,13 +321,13 @@ impl Ingest {
                 .align_blocked_since
                 .is_some_and(|since| since.elapsed() >= MAX_ALIGN_WAIT);
             let next = {
-                let (consumer, starts, fwd) = (&self.consumer, &self.start_offsets, &self.fwd);
+                let (consumer, known, fwd) = (&self.consumer, &self.known, &self.fwd);
                 // Once a bounded wait has expired, only partitions behind their end hold the
                 // rest (the wait is not started over for every record).
                 self.aligner.next(|p| {
                     let h = *judged
                         .entry(p.clone())
-                        .or_insert_with(|| hold(consumer, positions.as_ref(), starts, fwd, p));
+                        .or_insert_with(|| hold(consumer, positions.as_ref(), known, fwd, p));
                     h == Hold::Behind || (h == Hold::Live && !waited_out)
                 })
             };
@@ -395,6 +422,11 @@ impl Ingest {
             for clock in self.fwd.channels.values_mut() {
                 clock.last_record = now;
             }
+            // The ends cached from fetches are those from before the outage: until each
+            // partition's next fetch, a partition with records published meanwhile would look
+            // caught up and let the others overtake it.
+            let assigned: Vec<InputPartition> = self.assigned.iter().cloned().collect();
+            self.ask_ends(&assigned);
         }
         let Ok(assigned) = self.consumer.assignment() else {
             return Ok(());
@@ -415,12 +447,7 @@ impl Ingest {
             if !clock.idle_sent
                 && now.duration_since(clock.last_record) >= self.fwd.idle_timeout
                 && self.aligner.is_empty(&key)
-                && lag_known(
-                    &self.consumer,
-                    positions.as_ref(),
-                    &self.start_offsets,
-                    &key,
-                ) == Some(false)
+                && lag_known(&self.consumer, positions.as_ref(), &self.known, &key) == Some(false)
             {
                 clock.idle_sent = true;
                 quiet.push(channel);
@@ -554,12 +581,12 @@ enum Hold {
 fn hold(
     consumer: &BaseConsumer<Observed>,
     positions: Option<&TopicPartitionList>,
-    starts: &HashMap<InputPartition, i64>,
+    known: &HashMap<InputPartition, Known>,
     fwd: &Forwarder,
     (topic, partition): &InputPartition,
 ) -> Hold {
     let key = (topic.clone(), *partition);
-    match lag_known(consumer, positions, starts, &key) {
+    match lag_known(consumer, positions, known, &key) {
         Some(true) => return Hold::Behind,
         None => return Hold::Live,
         Some(false) => {}
@@ -575,15 +602,27 @@ fn hold(
     }
 }
 
-/// Whether the consumer's position in input partition `p` is below its high watermark:
-/// records are still to be fetched (`None` while its high watermark is not known yet).
+/// What ingest learned of an input partition from the broker itself.
+#[derive(Debug, Clone, Copy, Default)]
+struct Known {
+    /// The committed offset it started from (0 without one).
+    start: i64,
+    /// Its high watermark when last asked (on assignment and after an outage).
+    end: Option<i64>,
+}
+
+/// Whether the consumer's position in input partition `p` is below its high watermark (the
+/// higher of the one cached from the last fetch and the one last asked for): records are
+/// still to be fetched (`None` while neither is known).
 fn lag_known(
     consumer: &BaseConsumer<Observed>,
     positions: Option<&TopicPartitionList>,
-    starts: &HashMap<InputPartition, i64>,
-    (topic, partition): &InputPartition,
+    known: &HashMap<InputPartition, Known>,
+    p: &InputPartition,
 ) -> Option<bool> {
-    let high = cached_high_watermark(consumer, topic, *partition)?;
+    let (topic, partition) = p;
+    let known = known.get(p).copied().unwrap_or_default();
+    let high = cached_high_watermark(consumer, topic, *partition).max(known.end)?;
     let position = positions
         .and_then(|tpl| tpl.find_partition(topic, *partition))
         .and_then(|e| match e.offset() {
@@ -591,11 +630,5 @@ fn lag_known(
             _ => None,
         });
     // Nothing consumed yet: where it started (its committed offset, or the beginning).
-    let position = position.unwrap_or_else(|| {
-        starts
-            .get(&(topic.clone(), *partition))
-            .copied()
-            .unwrap_or(0)
-    });
-    Some(position < high)
+    Some(position.unwrap_or(known.start) < high)
 }
