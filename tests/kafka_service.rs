@@ -302,7 +302,7 @@ fn broker_unreachable_for_20s_then_recovers() {
         .unwrap_or_else(|e| panic!("starting the proxy on {listen} (the advertised port): {e}"));
     let setup = Setup::with_service_brokers("outage", &listen.to_string());
     setup.create_inputs();
-    let (truth, lines) = generated(10_000, 505);
+    let (truth, lines) = generated(40_000, 505);
     let publisher = publish_gradually(&setup, lines.clone(), 150, Duration::from_millis(300));
 
     let mut service = setup.start();

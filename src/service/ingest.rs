@@ -77,6 +77,10 @@ pub struct Ingest {
     behind_wait: Option<(Instant, Instant)>,
     /// Where each assigned partition started and its end as last asked of the broker.
     known: HashMap<InputPartition, Known>,
+    /// The broker was unreachable since the partitions' ends were last asked for: the ends
+    /// cached from fetches are from before, and a partition with records published meanwhile
+    /// would look caught up and let the others overtake it until its first fetch.
+    ends_stale: bool,
     health: Arc<Health>,
     /// The broker was unreachable at the last idle check.
     outage: bool,
@@ -156,6 +160,7 @@ impl Ingest {
             align_blocked_since: None,
             behind_wait: None,
             known: HashMap::new(),
+            ends_stale: false,
             health: health_for_idle,
             outage: false,
             parser: Parser::new(&config.engine, &config.orders),
@@ -176,6 +181,16 @@ impl Ingest {
             // instead would make librdkafka drop their prefetched records and fetch them again
             // on resume: a fourfold loss of throughput, measured.
             let log_full = self.fwd.producer.context().in_flight() >= self.fwd.max_in_flight;
+            if !self.health.broker_up() {
+                self.ends_stale = true;
+                // Nothing can be fetched: a wait for a live partition does not run out while
+                // the broker is away (it would let the partitions fetched first after the
+                // outage flood ahead with their whole backlog).
+                self.align_blocked_since = None;
+            } else if self.ends_stale {
+                let assigned: Vec<InputPartition> = self.assigned.iter().cloned().collect();
+                self.ends_stale = !self.ask_ends(&assigned);
+            }
             if last_assignment_check.elapsed() >= ASSIGNMENT_CHECK {
                 self.follow_assignment()?;
                 last_assignment_check = Instant::now();
@@ -288,11 +303,13 @@ impl Ingest {
 
     /// Asks the broker for the high watermark of each of `partitions` (one round trip each),
     /// so a partition with records waiting is known to be behind before its first fetch.
-    fn ask_ends(&mut self, partitions: &[InputPartition]) {
+    /// Whether every answer came.
+    fn ask_ends(&mut self, partitions: &[InputPartition]) -> bool {
+        let mut all = true;
         for (topic, partition) in partitions {
             match self
                 .consumer
-                .fetch_watermarks(topic, *partition, Duration::from_secs(5))
+                .fetch_watermarks(topic, *partition, Duration::from_secs(1))
             {
                 Ok((_, high)) => {
                     self.known
@@ -302,10 +319,12 @@ impl Ingest {
                 }
                 // Its fetches will tell: meanwhile it is waited for as one whose end is unknown.
                 Err(e) => {
-                    tracing::debug!(error = %e, topic, partition, "asking for a partition's end")
+                    all = false;
+                    tracing::debug!(error = %e, topic, partition, "asking for a partition's end");
                 }
             }
         }
+        all
     }
 
     /// Forwards buffered records by the alignment rule (see `align`). The partition that must
@@ -322,12 +341,13 @@ impl Ingest {
                 .is_some_and(|since| since.elapsed() >= MAX_ALIGN_WAIT);
             let next = {
                 let (consumer, known, fwd) = (&self.consumer, &self.known, &self.fwd);
+                let stale = self.ends_stale;
                 // Once a bounded wait has expired, only partitions behind their end hold the
                 // rest (the wait is not started over for every record).
                 self.aligner.next(|p| {
-                    let h = *judged
-                        .entry(p.clone())
-                        .or_insert_with(|| hold(consumer, positions.as_ref(), known, fwd, p));
+                    let h = *judged.entry(p.clone()).or_insert_with(|| {
+                        hold(consumer, positions.as_ref(), known, stale, fwd, p)
+                    });
                     h == Hold::Behind || (h == Hold::Live && !waited_out)
                 })
             };
@@ -422,11 +442,6 @@ impl Ingest {
             for clock in self.fwd.channels.values_mut() {
                 clock.last_record = now;
             }
-            // The ends cached from fetches are those from before the outage: until each
-            // partition's next fetch, a partition with records published meanwhile would look
-            // caught up and let the others overtake it.
-            let assigned: Vec<InputPartition> = self.assigned.iter().cloned().collect();
-            self.ask_ends(&assigned);
         }
         let Ok(assigned) = self.consumer.assignment() else {
             return Ok(());
@@ -582,6 +597,7 @@ fn hold(
     consumer: &BaseConsumer<Observed>,
     positions: Option<&TopicPartitionList>,
     known: &HashMap<InputPartition, Known>,
+    ends_stale: bool,
     fwd: &Forwarder,
     (topic, partition): &InputPartition,
 ) -> Hold {
@@ -589,6 +605,8 @@ fn hold(
     match lag_known(consumer, positions, known, &key) {
         Some(true) => return Hold::Behind,
         None => return Hold::Live,
+        // Caught up by an end from before an outage: not known to be caught up.
+        Some(false) if ends_stale => return Hold::Live,
         Some(false) => {}
     }
     let recently_active = fwd
