@@ -13,6 +13,7 @@
 //! meets (all of them, today: one state partition; see docs/SERVICE.md).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -81,6 +82,10 @@ pub struct Ingest {
     /// cached from fetches are from before, and a partition with records published meanwhile
     /// would look caught up and let the others overtake it until its first fetch.
     ends_stale: bool,
+    /// Set by the consumer's rebalance callback; the poll loop takes it before it buffers a
+    /// record, so a newly assigned partition is known to the aligner (and its end asked for)
+    /// before any record of another one is forwarded past it.
+    rebalanced: Arc<AtomicBool>,
     health: Arc<Health>,
     /// The broker was unreachable at the last idle check.
     outage: bool,
@@ -118,12 +123,13 @@ impl Ingest {
             cfg.set("fetch.wait.max.ms", "100");
         }
         let health_for_idle = health.clone();
+        let rebalanced = Arc::new(AtomicBool::new(false));
         let consumer: BaseConsumer<Observed> = create_with_context(
             &cfg,
             Observed {
                 health,
                 lag: Some(lag),
-                rebalanced: None,
+                rebalanced: Some(rebalanced.clone()),
                 before_revoke: None,
             },
         )?;
@@ -161,6 +167,7 @@ impl Ingest {
             behind_wait: None,
             known: HashMap::new(),
             ends_stale: false,
+            rebalanced,
             health: health_for_idle,
             outage: false,
             parser: Parser::new(&config.engine, &config.orders),
@@ -209,6 +216,9 @@ impl Ingest {
                     None => break,
                     Some(Ok(m)) => {
                         let m = m.detach();
+                        if self.rebalanced.swap(false, Ordering::Relaxed) {
+                            self.follow_assignment()?;
+                        }
                         let time = self.event_time(&m);
                         if let Some(flow) = self.aligner.push(m, time) {
                             self.flow(flow);
