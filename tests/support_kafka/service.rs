@@ -118,15 +118,19 @@ impl Setup {
     }
 
     /// The config file of one instance (the contract's keys, nothing else).
-    pub fn config_toml(&self, http: SocketAddr) -> String {
+    /// With `member`, the instance is a static member of its groups (`group.instance.id`).
+    pub fn config_toml(&self, http: SocketAddr, member: Option<&str>) -> String {
         let t = &self.topics;
+        let static_member = member
+            .map(|id| format!("\"group.instance.id\" = \"{id}\"\n"))
+            .unwrap_or_default();
         format!(
             r#"[kafka]
 brokers = "{brokers}"
 group_id = "{group}"
 [kafka.properties]
 "session.timeout.ms" = "6000"
-[topics]
+{static_member}[topics]
 browser = "{browser}"
 server = "{server}"
 orders = "{orders}"
@@ -174,11 +178,22 @@ level = "{level}"
     /// Starts one more instance of the service, on a free HTTP port, logging to a file of its
     /// own. Does not wait for it to be ready.
     pub fn start(&self) -> Service {
+        self.start_member(None)
+    }
+
+    /// Starts an instance that is the static group member `member` (`group.instance.id`), as an
+    /// operator runs a restarted pod: it takes its partitions back at once instead of waiting
+    /// for its dead predecessor's session to time out (KIP-345).
+    pub fn start_as(&self, member: &str) -> Service {
+        self.start_member(Some(member))
+    }
+
+    fn start_member(&self, member: Option<&str>) -> Service {
         let n = self.instances.fetch_add(1, Ordering::SeqCst);
         let http = free_local_addr();
         let config = self.dir().join(format!("instance-{n}.toml"));
         let log = self.dir().join(format!("instance-{n}.log"));
-        std::fs::write(&config, self.config_toml(http)).expect("writing the config");
+        std::fs::write(&config, self.config_toml(http, member)).expect("writing the config");
         let stderr = File::create(&log).expect("creating the log file");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_onecount"));
         cmd.arg("run")
