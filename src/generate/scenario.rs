@@ -1151,7 +1151,10 @@ impl Planner {
             // Hours later (after the order's wait, within the TTL). A full refund keeps the
             // total, so it changes nothing the comparison sees even if read before the match.
             let at = created + ORDER_WAIT_MS + self.rng.gen_range(HOUR_MS..30 * HOUR_MS);
-            Some(time_of(fmt).quantize(at))
+            // Not in the span's quiet tail (see `schedule`): there the events have run dry,
+            // and whether the conversion was released before the change is read depends on
+            // how the reader lets a finished input go, not on the data.
+            (at + JITTER_MS < sched.quiet_tail_from()).then(|| time_of(fmt).quantize(at))
         } else {
             None
         };

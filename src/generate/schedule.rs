@@ -175,6 +175,12 @@ impl Scheduler {
         }
     }
 
+    /// Where the span's quiet tail starts: no record whose outcome depends on the watermark
+    /// is placed after it.
+    pub(crate) fn quiet_tail_from(&self) -> i64 {
+        self.deferred_until
+    }
+
     fn next_seq(&mut self) -> u64 {
         self.seq += 1;
         self.seq
