@@ -977,23 +977,31 @@ pub fn differences_from_replay(traffic: &Traffic, outputs: &Outputs) -> Vec<Stri
         }
     };
     let mut diffs = Vec::new();
-    let (want, got) = (by_key(&replayed.conversions), by_key(&outputs.conversions));
     // A copy without event_id is keyed by where it was read (`~source:partition:offset`),
-    // which differs between files and topics: those are compared by count.
-    let unkeyed = |m: &BTreeMap<String, Vec<Value>>| m.keys().filter(|k| k.contains("/~")).count();
-    if unkeyed(&want) != unkeyed(&got) {
-        diffs.push(format!(
-            "conversions without event_id: replay {}, service {}",
-            unkeyed(&want),
-            unkeyed(&got)
-        ));
-    }
-    let keys: BTreeSet<&String> = want
-        .keys()
-        .chain(got.keys())
-        .filter(|k| !k.contains("/~"))
-        .collect();
-    for key in keys {
+    // which differs between files and topics: those are compared by count, the rest by key.
+    let keys = |what: &str,
+                want: &BTreeMap<String, Vec<Value>>,
+                got: &BTreeMap<String, Vec<Value>>,
+                diffs: &mut Vec<String>|
+     -> BTreeSet<String> {
+        let unkeyed =
+            |m: &BTreeMap<String, Vec<Value>>| m.keys().filter(|k| k.contains("/~")).count();
+        if unkeyed(want) != unkeyed(got) {
+            diffs.push(format!(
+                "{what} without event_id: replay {}, service {}",
+                unkeyed(want),
+                unkeyed(got)
+            ));
+        }
+        want.keys()
+            .chain(got.keys())
+            .filter(|k| !k.contains("/~"))
+            .cloned()
+            .collect()
+    };
+    let (want, got) = (by_key(&replayed.conversions), by_key(&outputs.conversions));
+    let keyed = keys("conversions", &want, &got, &mut diffs);
+    for key in &keyed {
         let (w, g) = (want.get(key), got.get(key));
         let sources = |v: Option<&Vec<Value>>| {
             v.map(|vs| vs.iter().map(|v| v["sources"].clone()).collect::<Vec<_>>())
@@ -1010,19 +1018,8 @@ pub fn differences_from_replay(traffic: &Traffic, outputs: &Outputs) -> Vec<Stri
         by_key(&replayed.discrepancies),
         by_key(&outputs.discrepancies),
     );
-    if unkeyed(&want) != unkeyed(&got) {
-        diffs.push(format!(
-            "discrepancies about copies without event_id: replay {}, service {}",
-            unkeyed(&want),
-            unkeyed(&got)
-        ));
-    }
-    let keys: BTreeSet<&String> = want
-        .keys()
-        .chain(got.keys())
-        .filter(|k| !k.contains("/~"))
-        .collect();
-    for key in keys {
+    let keyed = keys("discrepancies about copies", &want, &got, &mut diffs);
+    for key in &keyed {
         let count = |m: &BTreeMap<String, Vec<Value>>| m.get(key).map_or(0, Vec::len);
         if count(&want) != count(&got) {
             diffs.push(format!(
