@@ -80,15 +80,13 @@ pub struct Ingest {
     known: HashMap<InputPartition, Known>,
     /// The broker was unreachable since the partitions' ends were last asked for: the ends
     /// cached from fetches are from before, and a partition with records published meanwhile
-    /// would look caught up and let the others overtake it until its first fetch.
+    /// would look caught up (and idle) and let the others overtake it until its first fetch.
     ends_stale: bool,
     /// Set by the consumer's rebalance callback; the poll loop takes it before it buffers a
     /// record, so a newly assigned partition is known to the aligner (and its end asked for)
     /// before any record of another one is forwarded past it.
     rebalanced: Arc<AtomicBool>,
     health: Arc<Health>,
-    /// The broker was unreachable at the last idle check.
-    outage: bool,
     /// Reads event times for alignment (the state stage parses the record again for itself).
     parser: Parser,
     parsed: Vec<Parsed>,
@@ -169,7 +167,6 @@ impl Ingest {
             ends_stale: false,
             rebalanced,
             health: health_for_idle,
-            outage: false,
             parser: Parser::new(&config.engine, &config.orders),
             parsed: Vec::new(),
             assigned: BTreeSet::new(),
@@ -195,6 +192,12 @@ impl Ingest {
                 // outage flood ahead with their whole backlog).
                 self.align_blocked_since = None;
             } else if self.ends_stale {
+                // Back after an outage. Silence while the broker was away was not idleness:
+                // every channel gets a fresh `idle_timeout` to deliver its backlog.
+                let now = Instant::now();
+                for clock in self.fwd.channels.values_mut() {
+                    clock.last_record = now;
+                }
                 let assigned: Vec<InputPartition> = self.assigned.iter().cloned().collect();
                 self.ends_stale = !self.ask_ends(&assigned);
             }
@@ -442,16 +445,10 @@ impl Ingest {
     /// (once, until its next record).
     fn mark_idle_channels(&mut self) -> Result<(), ServiceError> {
         let now = Instant::now();
-        // Silence while the broker is away is not idleness: nothing could be fetched. Once it
-        // is back, every channel gets a fresh `idle_timeout` to deliver its backlog.
-        if !self.health.broker_up() {
-            self.outage = true;
+        // Silence while the broker is away (or until the ends are known again after it) is not
+        // idleness: nothing could be fetched.
+        if self.ends_stale || !self.health.broker_up() {
             return Ok(());
-        }
-        if std::mem::take(&mut self.outage) {
-            for clock in self.fwd.channels.values_mut() {
-                clock.last_record = now;
-            }
         }
         let Ok(assigned) = self.consumer.assignment() else {
             return Ok(());
