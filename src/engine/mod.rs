@@ -316,6 +316,13 @@ impl Engine {
         self.watermarks.highest_seen(input)
     }
 
+    /// Highest event time seen on one partition of an input, for merging partitions that are
+    /// read together (the service's state task).
+    pub fn channel_highest(&self, input: Input, partition: i32) -> Option<i64> {
+        self.watermarks
+            .channel_highest(Channel::new(input, partition))
+    }
+
     pub fn watermark(&self) -> Option<i64> {
         self.watermarks.current()
     }

@@ -161,6 +161,14 @@ impl Watermarks {
             .max()
     }
 
+    /// Highest event time seen on `channel`.
+    pub fn channel_highest(&self, channel: Channel) -> Option<i64> {
+        self.channels
+            .binary_search_by_key(&channel, |m| m.channel)
+            .ok()
+            .and_then(|i| self.channels[i].max_seen)
+    }
+
     /// True when some channel has data and every channel is idle or finished: nothing holds the
     /// watermark any more.
     pub fn all_idle_or_finished(&self) -> bool {

@@ -88,6 +88,11 @@ impl Aligner {
         self.partitions.get(p).is_none_or(|b| b.records.is_empty())
     }
 
+    /// Highest event time forwarded from partition `p`.
+    pub fn highest(&self, p: &InputPartition) -> Option<i64> {
+        self.partitions.get(p).and_then(|b| b.highest)
+    }
+
     pub fn buffered(&self) -> usize {
         self.buffered
     }

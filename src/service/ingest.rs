@@ -66,6 +66,19 @@ const ACTIVE_WINDOW: Duration = Duration::from_millis(500);
 struct ChannelClock {
     last_record: Instant,
     idle_sent: bool,
+    /// A caught-up or idle marker has followed its last record: the state task knows not to
+    /// wait for it.
+    caught_up_sent: bool,
+}
+
+impl ChannelClock {
+    fn new(now: Instant) -> ChannelClock {
+        ChannelClock {
+            last_record: now,
+            idle_sent: false,
+            caught_up_sent: false,
+        }
+    }
 }
 
 pub struct Ingest {
@@ -370,6 +383,7 @@ impl Ingest {
                         self.align_blocked_since = None;
                     }
                     self.behind_wait = None;
+                    self.mark_caught_up_before(&m)?;
                     self.fwd.forward(&m)?;
                     if let Some(flow) = flow {
                         self.flow(flow);
@@ -386,6 +400,37 @@ impl Ingest {
                 Next::Empty => return Ok(()),
             }
         }
+    }
+
+    /// Before a record of one partition goes past the others: a caught-up marker for each
+    /// partition of this instance that has nothing buffered and is not ahead of it, so the
+    /// state task, which merges the channels of every instance by the same rule, does not
+    /// wait for what this instance decided not to wait for (see `merge`).
+    fn mark_caught_up_before(&mut self, m: &impl Message) -> Result<(), ServiceError> {
+        let p = (m.topic().to_string(), m.partition());
+        let high = self.aligner.highest(&p).unwrap_or(i64::MIN);
+        let now = Instant::now();
+        for q in &self.assigned {
+            if *q == p
+                || !self.aligner.is_empty(q)
+                || self.aligner.highest(q).unwrap_or(i64::MIN) > high
+            {
+                continue;
+            }
+            let Some(channel) = self.fwd.channel(&q.0, q.1) else {
+                continue;
+            };
+            let clock = self
+                .fwd
+                .channels
+                .entry(channel)
+                .or_insert_with(|| ChannelClock::new(now));
+            if !clock.caught_up_sent {
+                clock.caught_up_sent = true;
+                self.fwd.marker(LogRecord::CaughtUp(channel))?;
+            }
+        }
+        Ok(())
     }
 
     fn log_behind_wait(&mut self, (topic, partition): &InputPartition) {
@@ -442,7 +487,9 @@ impl Ingest {
     }
 
     /// Sends an idle marker for every assigned channel without a record for `idle_timeout`
-    /// (once, until its next record).
+    /// (once, until its next record), and a caught-up marker for one that is merely quiet (no
+    /// record for `ACTIVE_WINDOW`, nothing left to fetch): the state task then stops waiting
+    /// for it even when this instance has no other partition to forward past it.
     fn mark_idle_channels(&mut self) -> Result<(), ServiceError> {
         let now = Instant::now();
         // Silence while the broker is away (or until the ends are known again after it) is not
@@ -450,38 +497,40 @@ impl Ingest {
         if self.ends_stale || !self.health.broker_up() {
             return Ok(());
         }
-        let Ok(assigned) = self.consumer.assignment() else {
-            return Ok(());
-        };
         let positions = self.consumer.position().ok();
-        let mut quiet = Vec::new();
-        for e in assigned.elements() {
-            let key = (e.topic().to_string(), e.partition());
+        let mut markers = Vec::new();
+        for key in &self.assigned {
             let Some(channel) = self.fwd.channel(&key.0, key.1) else {
                 continue;
             };
-            let clock = self.fwd.channels.entry(channel).or_insert(ChannelClock {
-                last_record: now,
-                idle_sent: false,
-            });
-            // Idle: nothing for `idle_timeout`, nothing waiting in the aligner, and nothing
-            // left to fetch.
-            if !clock.idle_sent
-                && now.duration_since(clock.last_record) >= self.fwd.idle_timeout
-                && self.aligner.is_empty(&key)
-                && lag_known(&self.consumer, positions.as_ref(), &self.known, &key) == Some(false)
+            let clock = self
+                .fwd
+                .channels
+                .entry(channel)
+                .or_insert_with(|| ChannelClock::new(now));
+            let quiet_for = now.duration_since(clock.last_record);
+            if (clock.idle_sent || quiet_for < ACTIVE_WINDOW)
+                || (clock.caught_up_sent && quiet_for < self.fwd.idle_timeout)
+                || !self.aligner.is_empty(key)
+                || lag_known(&self.consumer, positions.as_ref(), &self.known, key) != Some(false)
             {
+                continue;
+            }
+            clock.caught_up_sent = true;
+            if quiet_for >= self.fwd.idle_timeout {
                 clock.idle_sent = true;
-                quiet.push(channel);
+                tracing::debug!(
+                    input = channel.input.as_str(),
+                    partition = channel.partition,
+                    "channel idle"
+                );
+                markers.push(LogRecord::Idle(channel));
+            } else {
+                markers.push(LogRecord::CaughtUp(channel));
             }
         }
-        for channel in quiet {
-            tracing::debug!(
-                input = channel.input.as_str(),
-                partition = channel.partition,
-                "channel idle"
-            );
-            self.fwd.marker(LogRecord::Idle(channel))?;
+        for marker in markers {
+            self.fwd.marker(marker)?;
         }
         Ok(())
     }
@@ -549,13 +598,8 @@ impl Forwarder {
         self.send(record)?;
         self.pending
             .insert((m.topic().to_string(), m.partition()), m.offset() + 1);
-        self.channels.insert(
-            channel,
-            ChannelClock {
-                last_record: Instant::now(),
-                idle_sent: false,
-            },
-        );
+        self.channels
+            .insert(channel, ChannelClock::new(Instant::now()));
         Ok(())
     }
 

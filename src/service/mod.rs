@@ -13,6 +13,7 @@ pub mod align;
 pub mod checkpoint;
 pub mod health;
 pub mod ingest;
+pub mod merge;
 pub mod outputs;
 pub mod state;
 pub mod wire;

@@ -5,8 +5,14 @@
 //!
 //! 1. wait until every output produced so far is acknowledged (the output frontier moves);
 //! 2. in one Kafka transaction on the changelog: the engine's changed entries, the checkpoint
-//!    record (epoch, log offset, applied input offsets, output frontier) and the log consumer's
-//!    offset (`send_offsets_to_transaction`). The transaction commit is the commit point.
+//!    record (epoch, log offset, applied input offsets, where each channel stands in the merge,
+//!    output frontier) and the log consumer's offset (`send_offsets_to_transaction`). The
+//!    transaction commit is the commit point.
+//!
+//! Records reach the engine through the merge (`merge`), which may hold some back while it
+//! waits for a channel behind them in event time: the checkpoint's log offset is that of the
+//! first item still queued, and after a restart the items read again that were applied before
+//! are recognised by their channel's last applied log offset.
 //!
 //! On assignment the task reads its changelog partition (read_committed: an interrupted
 //! checkpoint is invisible), rebuilds the engine, reads back what it wrote to the output topics
@@ -39,6 +45,7 @@ use crate::parse::{Parsed, Parser};
 
 use super::checkpoint::{Checkpoint, CHECKPOINT_KEY};
 use super::health::{Health, Observed};
+use super::merge::{Item, Merge, Next};
 use super::outputs::{OutputPartition, OutputWriter};
 use super::wire::{self, Channel, LogRecord, TASK_HEADER};
 use super::{ServiceError, ServiceTopics, Stop};
@@ -49,6 +56,11 @@ const ROUND_TRIP: Duration = Duration::from_secs(30);
 const REVOKE_FLUSH: Duration = Duration::from_secs(30);
 /// Messages applied before their outputs are written and metrics brought up to date.
 const BATCH: usize = 512;
+/// Items the merge may queue while it waits for a channel; past it the wait is given up
+/// (outcomes may then differ from `replay`'s, as with a stream read out of order).
+const MAX_MERGE_QUEUED: usize = 100_000;
+/// How often a long wait of the merge for a channel is logged.
+const MERGE_WAIT_LOG: Duration = Duration::from_secs(30);
 
 /// One partition of the internal log and everything it owns.
 struct StateTask {
@@ -57,9 +69,16 @@ struct StateTask {
     parser: Parser,
     /// Highest input offset applied per channel: a record forwarded again is skipped.
     applied: BTreeMap<Channel, i64>,
+    /// The channels of the log in event-time order (see `merge`).
+    merge: Merge,
+    /// Per channel, the log offset of its last applied item and whether it then held.
+    merged: BTreeMap<Channel, (i64, bool)>,
+    /// Since when, and last logged when, the merge waits for a channel.
+    merge_wait: Option<(Channel, Instant, Instant)>,
     frontier: BTreeMap<OutputPartition, i64>,
     epoch: u64,
-    /// The next log offset to apply; everything before it is in the state.
+    /// The next log offset to read; everything before it is in the state or queued in the
+    /// merge.
     log_next: i64,
     /// Log offset at the last checkpoint: nothing new since means nothing to write.
     checkpointed_at: i64,
@@ -67,6 +86,98 @@ struct StateTask {
     changelog: BaseProducer,
     out: Outputs,
     parsed: Vec<Parsed>,
+}
+
+impl StateTask {
+    /// Applies queued items in merge order until the merge waits or runs empty.
+    fn drain_merge(&mut self, metrics: &Metrics) {
+        loop {
+            let next = {
+                let engine = &self.engine;
+                self.merge
+                    .next(|c| engine.channel_highest(c.input, c.partition))
+            };
+            match next {
+                Next::Item(offset, channel, item) => {
+                    self.merge_wait = None;
+                    self.apply_item(metrics, offset, channel, item);
+                }
+                Next::Wait(channel) if self.merge.queued() >= MAX_MERGE_QUEUED => {
+                    tracing::warn!(
+                        input = channel.input.as_str(),
+                        partition = channel.partition,
+                        queued = self.merge.queued(),
+                        "gave up waiting for an input partition in the internal log; the \
+                         others go ahead of it"
+                    );
+                    self.merge.release(channel);
+                }
+                Next::Wait(channel) => {
+                    self.log_merge_wait(channel);
+                    return;
+                }
+                Next::Empty => return,
+            }
+        }
+    }
+
+    fn apply_item(&mut self, metrics: &Metrics, offset: i64, channel: Channel, item: Item) {
+        let holds = matches!(item, Item::Record { .. } | Item::Assigned);
+        match item {
+            Item::Record { origin, payload } => {
+                if self.applied.get(&channel).is_some_and(|&a| a >= origin) {
+                    metrics.replayed_records.inc();
+                } else {
+                    self.parser.parse(
+                        channel.input,
+                        channel.partition,
+                        origin,
+                        payload.as_deref(),
+                        &mut self.parsed,
+                    );
+                    for p in self.parsed.drain(..) {
+                        self.engine.process(p, &mut self.out);
+                    }
+                    self.applied.insert(channel, origin);
+                }
+            }
+            Item::Assigned => self
+                .engine
+                .register_channel(channel.input, channel.partition),
+            Item::Idle => {
+                self.engine
+                    .mark_idle_channel(channel.input, channel.partition, &mut self.out)
+            }
+            Item::CaughtUp => {}
+        }
+        self.merged.insert(channel, (offset, holds));
+    }
+
+    fn log_merge_wait(&mut self, channel: Channel) {
+        let now = Instant::now();
+        match &mut self.merge_wait {
+            Some((c, since, logged)) if *c == channel => {
+                if now.duration_since(*logged) >= MERGE_WAIT_LOG {
+                    *logged = now;
+                    tracing::warn!(
+                        input = channel.input.as_str(),
+                        partition = channel.partition,
+                        waited_s = now.duration_since(*since).as_secs(),
+                        queued = self.merge.queued(),
+                        "waiting for an input partition's records in the internal log (the \
+                         others wait with it to keep event-time order)"
+                    );
+                }
+            }
+            _ => self.merge_wait = Some((channel, now, now)),
+        }
+    }
+
+    /// Where the log resumes after a restart from the next checkpoint: at the first item still
+    /// queued, else after everything read.
+    fn resume_offset(&self) -> i64 {
+        self.merge.first_queued_offset().unwrap_or(self.log_next)
+    }
 }
 
 /// The state stage of one instance: a consumer of the internal log in the state group.
@@ -278,6 +389,15 @@ impl StateStage {
             engine,
             parser: Parser::new(&self.config.engine, &self.config.orders),
             applied: checkpoint.applied(),
+            merge: Merge::restored(
+                checkpoint
+                    .merged
+                    .iter()
+                    .filter(|m| m.holds)
+                    .map(|m| m.channel()),
+            ),
+            merged: checkpoint.merged(),
+            merge_wait: None,
             frontier,
             epoch: checkpoint.epoch,
             log_next: checkpoint.log_offset,
@@ -342,7 +462,7 @@ impl StateStage {
         reader(&self.config, isolation)
     }
 
-    /// Applies one log record to the task of its partition.
+    /// Queues one log record in the merge of its task, then applies what the merge lets go.
     fn apply(
         task: Option<&mut StateTask>,
         metrics: &Metrics,
@@ -356,41 +476,34 @@ impl StateStage {
         if offset < task.log_next {
             return Ok(()); // already in the restored state
         }
-        match wire::read(m.headers()) {
-            Ok(LogRecord::Forwarded {
+        task.log_next = offset + 1;
+        let (channel, item) = match wire::read(m.headers()) {
+            Ok(LogRecord::Forwarded { channel, offset }) => (
                 channel,
-                offset: origin,
-            }) => {
-                if task.applied.get(&channel).is_some_and(|&a| a >= origin) {
-                    metrics.replayed_records.inc();
-                } else {
-                    task.parser.parse(
-                        channel.input,
-                        channel.partition,
-                        origin,
-                        m.payload(),
-                        &mut task.parsed,
-                    );
-                    for p in task.parsed.drain(..) {
-                        task.engine.process(p, &mut task.out);
-                    }
-                    task.applied.insert(channel, origin);
-                }
-            }
-            Ok(LogRecord::Assigned(channel)) => {
-                task.engine
-                    .register_channel(channel.input, channel.partition);
-            }
-            Ok(LogRecord::Idle(channel)) => {
-                task.engine
-                    .mark_idle_channel(channel.input, channel.partition, &mut task.out);
-            }
+                Item::Record {
+                    origin: offset,
+                    payload: m.payload().map(<[u8]>::to_vec),
+                },
+            ),
+            Ok(LogRecord::Assigned(channel)) => (channel, Item::Assigned),
+            Ok(LogRecord::CaughtUp(channel)) => (channel, Item::CaughtUp),
+            Ok(LogRecord::Idle(channel)) => (channel, Item::Idle),
             Err(e @ wire::WireError::TooNew(_)) => return Err(ServiceError::Fatal(e.to_string())),
             Err(e) => {
                 tracing::error!(offset, error = %e, "skipping an internal record that is not onecount's");
+                return Ok(());
             }
+        };
+        // Read again after a restart that resumed at an item queued before it: applied already.
+        if task
+            .merged
+            .get(&channel)
+            .is_some_and(|&(last, _)| last >= offset)
+        {
+            return Ok(());
         }
-        task.log_next = offset + 1;
+        task.merge.push(offset, channel, item);
+        task.drain_merge(metrics);
         Ok(())
     }
 
@@ -435,8 +548,14 @@ impl StateStage {
             *f = (*f).max(next);
         }
         let entries = task.engine.take_changes();
-        let checkpoint =
-            Checkpoint::new(task.epoch + 1, task.log_next, &task.applied, &task.frontier);
+        let resume = task.resume_offset();
+        let checkpoint = Checkpoint::new(
+            task.epoch + 1,
+            resume,
+            &task.applied,
+            &task.merged,
+            &task.frontier,
+        );
         let txn = &task.changelog;
         let lost =
             |what: &str, e: KafkaError| ServiceError::TaskLost(format!("checkpoint {what}: {e}"));
@@ -456,11 +575,7 @@ impl StateStage {
         )?;
         let mut offsets = TopicPartitionList::new();
         offsets
-            .add_partition_offset(
-                &self.topics.log,
-                task.partition,
-                Offset::Offset(task.log_next),
-            )
+            .add_partition_offset(&self.topics.log, task.partition, Offset::Offset(resume))
             .map_err(|e| lost("offsets", e))?;
         let group = self
             .consumer
@@ -477,7 +592,8 @@ impl StateStage {
         tracing::debug!(
             partition = task.partition,
             epoch = task.epoch,
-            log_offset = task.log_next,
+            log_offset = resume,
+            queued = task.merge.queued(),
             entries = entries.len(),
             "checkpoint committed"
         );

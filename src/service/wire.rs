@@ -24,6 +24,9 @@ pub const ORIGIN_HEADER: &str = "onecount.origin";
 pub const IDLE_HEADER: &str = "onecount.idle";
 /// Header: ingest was assigned a channel, `<input>:<partition>` (no value).
 pub const ASSIGNED_HEADER: &str = "onecount.assigned";
+/// Header: ingest forwarded past a channel that had nothing more for it, `<input>:<partition>`
+/// (no value). A release before it skips the record (its state task does not merge channels).
+pub const CAUGHT_UP_HEADER: &str = "onecount.caught_up";
 /// Header on outputs: the state partition that wrote it (outputs are recognised per task).
 pub const TASK_HEADER: &str = "onecount.task";
 
@@ -39,6 +42,9 @@ pub enum LogRecord {
     /// Ingest was assigned `channel`: its records are coming, so it holds the watermark until
     /// its first record or its idle marker.
     Assigned(Channel),
+    /// Ingest forwarded a record of another channel while `channel` had nothing more to give:
+    /// the state task need not wait for it (see `merge`).
+    CaughtUp(Channel),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -78,6 +84,7 @@ pub fn marker_headers(marker: LogRecord) -> OwnedHeaders {
     let (key, channel) = match marker {
         LogRecord::Idle(c) => (IDLE_HEADER, c),
         LogRecord::Assigned(c) => (ASSIGNED_HEADER, c),
+        LogRecord::CaughtUp(c) => (CAUGHT_UP_HEADER, c),
         LogRecord::Forwarded { .. } => unreachable!("a forwarded record is not a marker"),
     };
     OwnedHeaders::new_with_capacity(2)
@@ -146,6 +153,7 @@ pub fn read<H: Headers>(headers: Option<&H>) -> Result<LogRecord, WireError> {
     for (key, marker) in [
         (IDLE_HEADER, LogRecord::Idle as fn(Channel) -> LogRecord),
         (ASSIGNED_HEADER, LogRecord::Assigned),
+        (CAUGHT_UP_HEADER, LogRecord::CaughtUp),
     ] {
         if let Some(text) = header(headers, key) {
             let (channel, rest) = parse_channel(key, text)?;
@@ -196,6 +204,8 @@ mod tests {
         assert_eq!(read(m.headers()), Ok(LogRecord::Idle(c)));
         let m = message(marker_headers(LogRecord::Assigned(c)));
         assert_eq!(read(m.headers()), Ok(LogRecord::Assigned(c)));
+        let m = message(marker_headers(LogRecord::CaughtUp(c)));
+        assert_eq!(read(m.headers()), Ok(LogRecord::CaughtUp(c)));
     }
 
     #[test]
