@@ -279,64 +279,6 @@ level = "{level}"
     }
 }
 
-impl Setup {
-    /// What must hold whatever the arrival timing (crashes, rebalances, outages): every input
-    /// record accounted for by the instance holding the state (`onecount_accounted_records`
-    /// equals the truth's input count: nothing lost or counted twice), no conversion key twice
-    /// within the TTL, no discrepancy key twice, dead letters exactly as the truth. Polls until
-    /// that holds and the outputs stay unchanged for [`SETTLE`]; panics on timeout. Returns the
-    /// outputs and the differences from the exact truth (classifications that depend on when
-    /// copies arrived relative to the watermark: see the note on the issue).
-    pub fn wait_for_exactly_once(
-        &self,
-        truth: &Truth,
-        running: &mut [&mut Service],
-    ) -> (Outputs, Vec<String>) {
-        let deadline = Instant::now() + COMPLETION_TIMEOUT;
-        let mut stable_since: Option<(Instant, usize)> = None;
-        loop {
-            for s in running.iter_mut() {
-                s.assert_running();
-            }
-            let accounted = running
-                .iter()
-                .filter_map(|s| s.metrics())
-                .map(|m| m.sum("onecount_accounted_records"))
-                .fold(0.0, f64::max);
-            let outputs = self.read_outputs();
-            let exact = truth_differences(truth, &outputs);
-            let broken: Vec<String> = exact
-                .iter()
-                .filter(|d| d.contains("twice") || d.starts_with("dead_letters"))
-                .cloned()
-                .collect();
-            let total = outputs.conversions.len() + outputs.discrepancies.len();
-            let complete = accounted == truth.input_records.total as f64;
-            if complete && broken.is_empty() {
-                match stable_since {
-                    Some((since, n)) if n == total => {
-                        if since.elapsed() >= SETTLE {
-                            return (outputs, exact);
-                        }
-                    }
-                    _ => stable_since = Some((Instant::now(), total)),
-                }
-            } else {
-                stable_since = None;
-            }
-            if Instant::now() >= deadline {
-                panic!(
-                    "not exactly once: {accounted} of {} input records accounted; {}:\n  {}",
-                    truth.input_records.total,
-                    outputs.counts(),
-                    if broken.is_empty() { exact } else { broken }.join("\n  ")
-                );
-            }
-            std::thread::sleep(Duration::from_secs(2));
-        }
-    }
-}
-
 impl Drop for Setup {
     fn drop(&mut self) {
         if !std::thread::panicking() {
