@@ -417,14 +417,9 @@ impl Ingest {
             {
                 continue;
             }
-            let Some(channel) = self.fwd.channel(&q.0, q.1) else {
+            let Some((channel, clock)) = self.fwd.clock(q, now) else {
                 continue;
             };
-            let clock = self
-                .fwd
-                .channels
-                .entry(channel)
-                .or_insert_with(|| ChannelClock::new(now));
             if !clock.caught_up_sent {
                 clock.caught_up_sent = true;
                 self.fwd.marker(LogRecord::CaughtUp(channel))?;
@@ -498,26 +493,22 @@ impl Ingest {
             return Ok(());
         }
         let positions = self.consumer.position().ok();
+        let idle_timeout = self.fwd.idle_timeout;
         let mut markers = Vec::new();
         for key in &self.assigned {
-            let Some(channel) = self.fwd.channel(&key.0, key.1) else {
+            let Some((channel, clock)) = self.fwd.clock(key, now) else {
                 continue;
             };
-            let clock = self
-                .fwd
-                .channels
-                .entry(channel)
-                .or_insert_with(|| ChannelClock::new(now));
             let quiet_for = now.duration_since(clock.last_record);
             if (clock.idle_sent || quiet_for < ACTIVE_WINDOW)
-                || (clock.caught_up_sent && quiet_for < self.fwd.idle_timeout)
+                || (clock.caught_up_sent && quiet_for < idle_timeout)
                 || !self.aligner.is_empty(key)
                 || lag_known(&self.consumer, positions.as_ref(), &self.known, key) != Some(false)
             {
                 continue;
             }
             clock.caught_up_sent = true;
-            if quiet_for >= self.fwd.idle_timeout {
+            if quiet_for >= idle_timeout {
                 clock.idle_sent = true;
                 tracing::debug!(
                     input = channel.input.as_str(),
@@ -575,6 +566,20 @@ impl Forwarder {
     fn channel(&self, topic: &str, partition: i32) -> Option<Channel> {
         let input = *self.inputs.get(topic)?;
         Some(Channel { input, partition })
+    }
+
+    /// The channel of an assigned input partition and its clock (started at `now` if new).
+    fn clock(
+        &mut self,
+        (topic, partition): &InputPartition,
+        now: Instant,
+    ) -> Option<(Channel, &mut ChannelClock)> {
+        let channel = self.channel(topic, *partition)?;
+        let clock = self
+            .channels
+            .entry(channel)
+            .or_insert_with(|| ChannelClock::new(now));
+        Some((channel, clock))
     }
 
     fn marker(&self, marker: LogRecord) -> Result<(), ServiceError> {
