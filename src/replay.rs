@@ -63,6 +63,9 @@ pub struct LineReader<R> {
     inner: R,
     limit: usize,
     line_no: i64,
+    /// Bytes of the line last returned from the reader's own buffer: consumed at the next call,
+    /// so that line could be lent out without a copy.
+    lent: usize,
 }
 
 /// One line: its 1-based number and bytes, or the fact that it was too long.
@@ -77,11 +80,34 @@ impl<R: BufRead> LineReader<R> {
             inner,
             limit,
             line_no: 0,
+            lent: 0,
         }
     }
 
-    /// Reads the next line into `buf` (without its `\n` or `\r\n`). `None` at end of input.
-    pub fn next_line<'a>(&mut self, buf: &'a mut Vec<u8>) -> io::Result<Option<Line<'a>>> {
+    /// Reads the next line (without its `\n` or `\r\n`). `None` at end of input. A line that
+    /// lies whole in the reader's buffer is lent from there; one across its end is gathered in
+    /// `buf`.
+    pub fn next_line<'a>(&'a mut self, buf: &'a mut Vec<u8>) -> io::Result<Option<Line<'a>>> {
+        self.inner.consume(std::mem::take(&mut self.lent));
+        let whole = {
+            let chunk = self.inner.fill_buf()?;
+            memchr(chunk).filter(|&end| end <= self.limit)
+        };
+        if let Some(end) = whole {
+            // The buffer is still filled: this returns it again without reading.
+            let chunk = self.inner.fill_buf()?;
+            self.lent = end + 1;
+            self.line_no += 1;
+            let line = &chunk[..end];
+            return Ok(Some(Line::Text(
+                self.line_no,
+                line.strip_suffix(b"\r").unwrap_or(line),
+            )));
+        }
+        self.gather_line(buf)
+    }
+
+    fn gather_line<'a>(&mut self, buf: &'a mut Vec<u8>) -> io::Result<Option<Line<'a>>> {
         buf.clear();
         let mut too_long = false;
         let mut saw_any = false;
@@ -388,5 +414,45 @@ fn too_long(config: &Config, input: Input, offset: i64, prefix: &[u8]) -> DeadLe
         original: (!redacted).then(|| String::from_utf8_lossy(prefix).into_owned()),
         original_base64: None,
         redacted,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every line of `text` as the reader gives it, read through a buffer of `capacity` bytes.
+    fn lines(text: &[u8], capacity: usize, limit: usize) -> Vec<(i64, Result<Vec<u8>, Vec<u8>>)> {
+        let mut reader = LineReader::new(BufReader::with_capacity(capacity, text), limit);
+        let mut buf = Vec::new();
+        let mut out = Vec::new();
+        while let Some(line) = reader.next_line(&mut buf).unwrap() {
+            out.push(match line {
+                Line::Text(n, bytes) => (n, Ok(bytes.to_vec())),
+                Line::TooLong(n, prefix) => (n, Err(prefix)),
+            });
+        }
+        out
+    }
+
+    #[test]
+    fn lines_are_the_same_whether_lent_from_the_buffer_or_gathered_across_it() {
+        let text = b"first\r\n\nsecond line\nlong line beyond the limit\nlast without newline";
+        let expected: Vec<(i64, Result<Vec<u8>, Vec<u8>>)> = vec![
+            (1, Ok(b"first".to_vec())),
+            (2, Ok(b"".to_vec())),
+            (3, Ok(b"second line".to_vec())),
+            (4, Err(b"long line beyond the".to_vec())),
+            (5, Ok(b"last without newline".to_vec())),
+        ];
+        // From a buffer that holds everything (every line lent) down to one byte (every line
+        // gathered), and every size between, where lines straddle the buffer's end anywhere.
+        for capacity in 1..=text.len() + 1 {
+            assert_eq!(
+                lines(text, capacity, 20),
+                expected,
+                "buffer of {capacity} bytes"
+            );
+        }
     }
 }
