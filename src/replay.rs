@@ -421,8 +421,11 @@ fn too_long(config: &Config, input: Input, offset: i64, prefix: &[u8]) -> DeadLe
 mod tests {
     use super::*;
 
+    /// A line's number, and its bytes or (too long) its prefix.
+    type ReadLine = (i64, Result<Vec<u8>, Vec<u8>>);
+
     /// Every line of `text` as the reader gives it, read through a buffer of `capacity` bytes.
-    fn lines(text: &[u8], capacity: usize, limit: usize) -> Vec<(i64, Result<Vec<u8>, Vec<u8>>)> {
+    fn lines(text: &[u8], capacity: usize, limit: usize) -> Vec<ReadLine> {
         let mut reader = LineReader::new(BufReader::with_capacity(capacity, text), limit);
         let mut buf = Vec::new();
         let mut out = Vec::new();
@@ -438,7 +441,7 @@ mod tests {
     #[test]
     fn lines_are_the_same_whether_lent_from_the_buffer_or_gathered_across_it() {
         let text = b"first\r\n\nsecond line\nlong line beyond the limit\nlast without newline";
-        let expected: Vec<(i64, Result<Vec<u8>, Vec<u8>>)> = vec![
+        let expected: Vec<ReadLine> = vec![
             (1, Ok(b"first".to_vec())),
             (2, Ok(b"".to_vec())),
             (3, Ok(b"second line".to_vec())),
