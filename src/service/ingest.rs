@@ -358,8 +358,10 @@ impl Ingest {
     /// (or its end is not known yet), for `MAX_ALIGN_WAIT` at most.
     fn forward_aligned(&mut self) -> Result<(), ServiceError> {
         // Positions and cached high watermarks do not move while buffered records are
-        // forwarded (nothing is polled meanwhile): each empty partition is judged once per call.
-        let positions = self.consumer.position().ok();
+        // forwarded (nothing is polled meanwhile): each empty partition is judged once per call,
+        // and the positions are asked for (a round trip to librdkafka's main thread) only when
+        // one is judged.
+        let mut positions: Option<Option<TopicPartitionList>> = None;
         let mut judged: HashMap<InputPartition, Hold> = HashMap::new();
         loop {
             let waited_out = self
@@ -372,6 +374,7 @@ impl Ingest {
                 // rest (the wait is not started over for every record).
                 self.aligner.next(|p| {
                     let h = *judged.entry(p.clone()).or_insert_with(|| {
+                        let positions = positions.get_or_insert_with(|| consumer.position().ok());
                         hold(consumer, positions.as_ref(), known, stale, fwd, p)
                     });
                     h == Hold::Behind || (h == Hold::Live && !waited_out)

@@ -59,6 +59,9 @@ const BATCH: usize = 512;
 /// Items the merge may queue while it waits for a channel; past it the wait is given up
 /// (outcomes may then differ from `replay`'s, as with a stream read out of order).
 const MAX_MERGE_QUEUED: usize = 100_000;
+/// How often the assignment is looked at without a rebalance in between (a safety net: a
+/// rebalance sets a flag).
+const ASSIGNMENT_CHECK: Duration = Duration::from_secs(1);
 /// How often a long wait of the merge for a channel is logged.
 const MERGE_WAIT_LOG: Duration = Duration::from_secs(30);
 
@@ -187,7 +190,11 @@ pub struct StateStage {
     consumer: BaseConsumer<Observed>,
     metrics: Metrics,
     health: Arc<Health>,
+    /// Set by the consumer's rebalance callback (inside `poll`), taken by `follow_assignment`.
     rebalanced: Arc<AtomicBool>,
+    /// The group has assigned this instance its partitions (none, possibly) at least once.
+    rebalanced_once: bool,
+    assignment_checked: Instant,
     task: Option<StateTask>,
     /// One output producer for every task this instance runs: its records in flight outlive a
     /// dropped task, and are waited for before any restore reads the outputs back.
@@ -228,6 +235,8 @@ impl StateStage {
             metrics,
             health,
             rebalanced,
+            rebalanced_once: false,
+            assignment_checked: Instant::now(),
             task: None,
             outputs,
         })
@@ -295,8 +304,17 @@ impl StateStage {
         }
     }
 
-    /// Drops a task whose partition was revoked; restores the one assigned.
+    /// Drops a task whose partition was revoked; restores the one assigned. Looks at the
+    /// assignment after a rebalance, while there is no task, and every `ASSIGNMENT_CHECK`:
+    /// asking for it is a round trip to librdkafka's main thread, a twentieth of this stage's
+    /// time when it was asked once per batch.
     fn follow_assignment(&mut self, stop: &Stop) -> Result<(), ServiceError> {
+        if self.rebalanced.swap(false, Ordering::Relaxed) {
+            self.rebalanced_once = true;
+        } else if self.task.is_some() && self.assignment_checked.elapsed() < ASSIGNMENT_CHECK {
+            return Ok(());
+        }
+        self.assignment_checked = Instant::now();
         let assigned: Vec<i32> = match self.consumer.assignment() {
             Ok(tpl) => tpl
                 .elements()
@@ -325,8 +343,7 @@ impl StateStage {
                 }
             }
         }
-        let known = self.rebalanced.load(Ordering::Relaxed);
-        self.health.set_state_ready(known);
+        self.health.set_state_ready(self.rebalanced_once);
         Ok(())
     }
 
