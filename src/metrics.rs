@@ -149,6 +149,7 @@ pub struct Metrics {
     pub resume_offset: IntGauge,
     pub outputs_suppressed: IntCounter,
     pub replayed_records: IntCounter,
+    pub merge_queued: IntGauge,
     pub broker_up: IntGauge,
     /// The highest value each counter has exported, per key of the engine's accounting (only
     /// the counts are used): each look exports only what a count rises above its mark.
@@ -244,6 +245,14 @@ impl Metrics {
                 "onecount_replayed_records_total",
                 "Internal-log records skipped because their input record was applied before \
                  (forwarded again after an ingest crash or rebalance).",
+            ),
+        );
+        let merge_queued = register(
+            &r,
+            IntGauge::new(
+                "onecount_merge_queued_records",
+                "Internal-log items the state task holds back in its merge, waiting for an input \
+                 partition behind them in event time.",
             ),
         );
         let broker_up = register(
@@ -386,6 +395,7 @@ impl Metrics {
             resume_offset,
             outputs_suppressed,
             replayed_records,
+            merge_queued,
             broker_up,
             registry: r,
             pixels: PixelLabels::new(max_pixels, configured_pixels),

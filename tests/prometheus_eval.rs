@@ -141,6 +141,10 @@ const IN_A_DEMO: &[(&str, InDemo)] = &[
         InDemo::Zero("internal-log records forwarded twice: a file run has no internal log"),
     ),
     (
+        "onecount_merge_queued_records",
+        InDemo::Zero("the state task's merge of the internal log: a file run has no log"),
+    ),
+    (
         "onecount_broker_up",
         InDemo::Zero("set from the Kafka clients' statistics: a file run has no broker"),
     ),

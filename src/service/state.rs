@@ -328,6 +328,7 @@ impl StateStage {
             if !assigned.contains(&t.partition) {
                 tracing::info!(partition = t.partition, "state partition revoked");
                 self.task = None;
+                self.metrics.merge_queued.set(0);
             }
         }
         if self.task.is_none() {
@@ -529,6 +530,7 @@ impl StateStage {
             return Ok(());
         };
         crate::replay::observe(&mut self.metrics, &task.out, &task.engine);
+        self.metrics.merge_queued.set(task.merge.queued() as i64);
         let before = self.outputs.suppressed;
         self.outputs
             .write(&mut task.out, task.partition, polled_at, stop)?;

@@ -520,12 +520,14 @@ def build() -> dash_m.Dashboard:
             ids,
             "Recovery",
             "After restores, last hour: outputs recognised as already written (not written "
-            "twice) and input records forwarded again and skipped; and the log offset each "
-            "instance resumed from.",
+            "twice) and input records forwarded again and skipped; the log offset each "
+            "instance resumed from; and what the state task holds back in its merge while an "
+            "input partition's records are on their way (a rebalance, a slow instance).",
             [
                 query("sum(increase(onecount_outputs_suppressed_total[1h]))", "suppressed", "A"),
                 query("sum(increase(onecount_replayed_records_total[1h]))", "replayed", "B"),
                 query("max(onecount_resume_offset)", "resume offset", "C"),
+                query("max(onecount_merge_queued_records)", "held in merge", "D"),
             ],
             "short",
             width=4,
