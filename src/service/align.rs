@@ -25,6 +25,10 @@ struct PartitionBuffer {
     records: VecDeque<(OwnedMessage, Option<i64>)>,
     /// Highest event time forwarded from the partition; `None` before its first.
     highest: Option<i64>,
+    /// The offset after the last record buffered since the partition was assigned: the
+    /// consumer's position in it, known here without asking librdkafka (a round trip to its
+    /// main thread, which ingest made thousands of times a second).
+    position: Option<i64>,
 }
 
 #[derive(Debug, Default)]
@@ -77,6 +81,7 @@ impl Aligner {
     pub fn push(&mut self, m: OwnedMessage, event_time: Option<i64>) -> Option<Flow> {
         let key = (m.topic().to_string(), m.partition());
         let buffer = self.partitions.entry(key.clone()).or_default();
+        buffer.position = Some(m.offset() + 1);
         buffer.records.push_back((m, event_time));
         self.buffered += 1;
         (buffer.records.len() >= self.cap && self.paused.insert(key.clone()))
@@ -88,6 +93,11 @@ impl Aligner {
         self.partitions.get(p).is_none_or(|b| b.records.is_empty())
     }
 
+    /// The offset after the last record of partition `p` buffered since it was assigned.
+    pub fn position(&self, p: &InputPartition) -> Option<i64> {
+        self.partitions.get(p).and_then(|b| b.position)
+    }
+
     /// Highest event time forwarded from partition `p`.
     pub fn highest(&self, p: &InputPartition) -> Option<i64> {
         self.partitions.get(p).and_then(|b| b.highest)
@@ -97,17 +107,18 @@ impl Aligner {
         self.buffered
     }
 
-    /// The next record by the alignment rule. `expected(p)`: whether partition `p`, which has
-    /// nothing buffered, will deliver soon (else it does not hold the others, like a finished
+    /// The next record by the alignment rule. `expected(p, position)`: whether partition `p`,
+    /// which has nothing buffered (and whose consumer position is `position`, once a record of
+    /// it was buffered), will deliver soon (else it does not hold the others, like a finished
     /// file in `replay`).
-    pub fn next(&mut self, mut expected: impl FnMut(&InputPartition) -> bool) -> Next {
+    pub fn next(&mut self, mut expected: impl FnMut(&InputPartition, Option<i64>) -> bool) -> Next {
         if self.buffered == 0 {
             return Next::Empty;
         }
         let chosen = self
             .partitions
             .iter()
-            .filter(|(p, b)| !b.records.is_empty() || expected(p))
+            .filter(|(p, b)| !b.records.is_empty() || expected(p, b.position))
             .min_by_key(|(p, b)| (b.highest.unwrap_or(i64::MIN), *p))
             .map(|(p, _)| p.clone())
             .expect("a partition has records buffered");
@@ -143,7 +154,7 @@ mod tests {
     }
 
     fn drain(a: &mut Aligner) -> Vec<(String, i32, i64)> {
-        std::iter::from_fn(|| match a.next(|_| false) {
+        std::iter::from_fn(|| match a.next(|_, _| false) {
             Next::Record(m, _) => Some((m.topic().to_string(), m.partition(), m.offset())),
             _ => None,
         })
@@ -200,14 +211,14 @@ mod tests {
         let mut a = Aligner::new(10);
         a.set_assignment(&[("b".into(), 0), ("s".into(), 0)]);
         a.push(msg("b", 0, 0), Some(10));
-        assert!(matches!(a.next(|_| false), Next::Record(..)));
+        assert!(matches!(a.next(|_, _| false), Next::Record(..)));
         a.push(msg("b", 0, 1), Some(20));
         let s = ("s".to_string(), 0);
-        assert!(matches!(a.next(|p| *p == s), Next::Wait(p) if p == s));
+        assert!(matches!(a.next(|p, _| *p == s), Next::Wait(p) if p == s));
         assert_eq!(a.buffered(), 1);
         // Once the caller no longer expects it, the others go on.
-        assert!(matches!(a.next(|_| false), Next::Record(..)));
-        assert!(matches!(a.next(|_| true), Next::Empty));
+        assert!(matches!(a.next(|_, _| false), Next::Record(..)));
+        assert!(matches!(a.next(|_, _| true), Next::Empty));
     }
 
     #[test]
@@ -218,7 +229,7 @@ mod tests {
             .filter_map(|o| a.push(msg("b", 0, o), Some(o)))
             .collect();
         assert_eq!(flows, vec![Flow::Pause(("b".into(), 0))]);
-        let resumes: Vec<_> = std::iter::from_fn(|| match a.next(|_| false) {
+        let resumes: Vec<_> = std::iter::from_fn(|| match a.next(|_, _| false) {
             Next::Record(_, f) => Some(f),
             _ => None,
         })
@@ -234,6 +245,6 @@ mod tests {
         a.push(msg("b", 1, 0), Some(1));
         a.set_assignment(&[("b".into(), 0)]);
         assert_eq!(a.buffered(), 0);
-        assert!(matches!(a.next(|_| true), Next::Empty));
+        assert!(matches!(a.next(|_, _| true), Next::Empty));
     }
 }

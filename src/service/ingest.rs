@@ -99,6 +99,11 @@ pub struct Ingest {
     /// record, so a newly assigned partition is known to the aligner (and its end asked for)
     /// before any record of another one is forwarded past it.
     rebalanced: Arc<AtomicBool>,
+    /// Set when partitions were revoked (the eager protocol revokes all of them at each
+    /// rebalance). What comes back then is new: librdkafka restarts it at its committed offset,
+    /// so its buffered records and tracked position are dropped and its start and end asked
+    /// for again.
+    revoked: Arc<AtomicBool>,
     health: Arc<Health>,
     /// Reads event times for alignment (the state stage parses the record again for itself).
     parser: Parser,
@@ -135,13 +140,15 @@ impl Ingest {
         }
         let health_for_idle = health.clone();
         let rebalanced = Arc::new(AtomicBool::new(false));
+        let revoked = Arc::new(AtomicBool::new(false));
+        let on_revoke = revoked.clone();
         let consumer: BaseConsumer<Observed> = create_with_context(
             &cfg,
             Observed {
                 health,
                 lag: Some(lag),
                 rebalanced: Some(rebalanced.clone()),
-                before_revoke: None,
+                before_revoke: Some(Box::new(move || on_revoke.store(true, Ordering::Relaxed))),
             },
         )?;
         let t = &config.topics;
@@ -179,6 +186,7 @@ impl Ingest {
             known: HashMap::new(),
             ends_stale: false,
             rebalanced,
+            revoked,
             health: health_for_idle,
             parser: Parser::new(&config.engine, &config.orders),
             parsed: Vec::new(),
@@ -277,6 +285,12 @@ impl Ingest {
     /// assigned one in the log: the state stage then waits for its records (or its idle marker)
     /// before letting the watermark pass them.
     fn follow_assignment(&mut self) -> Result<(), ServiceError> {
+        if self.revoked.swap(false, Ordering::Relaxed) {
+            // Whatever is assigned now is new, even a partition given back at once.
+            self.assigned.clear();
+            self.known.clear();
+            self.aligner.set_assignment(&[]);
+        }
         let Ok(tpl) = self.consumer.assignment() else {
             return Ok(());
         };
@@ -295,6 +309,11 @@ impl Ingest {
             new_partitions.push((topic.clone(), *partition));
             if let Some(channel) = self.fwd.channel(topic, *partition) {
                 self.fwd.marker(LogRecord::Assigned(channel))?;
+                // The state task holds the channel after this marker: its caught-up and idle
+                // markers are due again, whatever was sent before a revocation.
+                self.fwd
+                    .channels
+                    .insert(channel, ChannelClock::new(Instant::now()));
             }
         }
         // Where each new partition starts: until a record of it is consumed, the consumer
@@ -358,10 +377,7 @@ impl Ingest {
     /// (or its end is not known yet), for `MAX_ALIGN_WAIT` at most.
     fn forward_aligned(&mut self) -> Result<(), ServiceError> {
         // Positions and cached high watermarks do not move while buffered records are
-        // forwarded (nothing is polled meanwhile): each empty partition is judged once per call,
-        // and the positions are asked for (a round trip to librdkafka's main thread) only when
-        // one is judged.
-        let mut positions: Option<Option<TopicPartitionList>> = None;
+        // forwarded (nothing is polled meanwhile): each empty partition is judged once per call.
         let mut judged: HashMap<InputPartition, Hold> = HashMap::new();
         loop {
             let waited_out = self
@@ -372,11 +388,10 @@ impl Ingest {
                 let stale = self.ends_stale;
                 // Once a bounded wait has expired, only partitions behind their end hold the
                 // rest (the wait is not started over for every record).
-                self.aligner.next(|p| {
-                    let h = *judged.entry(p.clone()).or_insert_with(|| {
-                        let positions = positions.get_or_insert_with(|| consumer.position().ok());
-                        hold(consumer, positions.as_ref(), known, stale, fwd, p)
-                    });
+                self.aligner.next(|p, position| {
+                    let h = *judged
+                        .entry(p.clone())
+                        .or_insert_with(|| hold(consumer, position, known, stale, fwd, p));
                     h == Hold::Behind || (h == Hold::Live && !waited_out)
                 })
             };
@@ -495,7 +510,6 @@ impl Ingest {
         if self.ends_stale || !self.health.broker_up() {
             return Ok(());
         }
-        let positions = self.consumer.position().ok();
         let idle_timeout = self.fwd.idle_timeout;
         let mut markers = Vec::new();
         for key in &self.assigned {
@@ -506,7 +520,8 @@ impl Ingest {
             if (clock.idle_sent || quiet_for < ACTIVE_WINDOW)
                 || (clock.caught_up_sent && quiet_for < idle_timeout)
                 || !self.aligner.is_empty(key)
-                || lag_known(&self.consumer, positions.as_ref(), &self.known, key) != Some(false)
+                || lag_known(&self.consumer, self.aligner.position(key), &self.known, key)
+                    != Some(false)
             {
                 continue;
             }
@@ -654,14 +669,14 @@ enum Hold {
 
 fn hold(
     consumer: &BaseConsumer<Observed>,
-    positions: Option<&TopicPartitionList>,
+    position: Option<i64>,
     known: &HashMap<InputPartition, Known>,
     ends_stale: bool,
     fwd: &Forwarder,
     (topic, partition): &InputPartition,
 ) -> Hold {
     let key = (topic.clone(), *partition);
-    match lag_known(consumer, positions, known, &key) {
+    match lag_known(consumer, position, known, &key) {
         Some(true) => return Hold::Behind,
         None => return Hold::Live,
         // Caught up by an end from before an outage: not known to be caught up.
@@ -693,19 +708,14 @@ struct Known {
 /// still to be fetched (`None` while neither is known).
 fn lag_known(
     consumer: &BaseConsumer<Observed>,
-    positions: Option<&TopicPartitionList>,
+    position: Option<i64>,
     known: &HashMap<InputPartition, Known>,
     p: &InputPartition,
 ) -> Option<bool> {
     let (topic, partition) = p;
     let known = known.get(p).copied().unwrap_or_default();
     let high = cached_high_watermark(consumer, topic, *partition).max(known.end)?;
-    let position = positions
-        .and_then(|tpl| tpl.find_partition(topic, *partition))
-        .and_then(|e| match e.offset() {
-            Offset::Offset(o) => Some(o),
-            _ => None,
-        });
-    // Nothing consumed yet: where it started (its committed offset, or the beginning).
+    // Nothing consumed since it was assigned: where it started (its committed offset, or the
+    // beginning).
     Some(position.unwrap_or(known.start) < high)
 }
