@@ -39,7 +39,7 @@ pub enum Item {
 
 impl Item {
     /// Whether an empty channel still holds the others after this item.
-    fn holds(&self) -> bool {
+    pub fn holds(&self) -> bool {
         matches!(self, Item::Record { .. } | Item::Assigned)
     }
 }

@@ -125,7 +125,7 @@ impl StateTask {
     }
 
     fn apply_item(&mut self, metrics: &Metrics, offset: i64, channel: Channel, item: Item) {
-        let holds = matches!(item, Item::Record { .. } | Item::Assigned);
+        let holds = item.holds();
         match item {
             Item::Record { origin, payload } => {
                 if self.applied.get(&channel).is_some_and(|&a| a >= origin) {
