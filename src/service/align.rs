@@ -103,6 +103,29 @@ impl Aligner {
         self.partitions.get(p).and_then(|b| b.highest)
     }
 
+    /// The partitions a record of `topic`/`partition` goes past when it is forwarded now: those
+    /// with nothing buffered whose highest event time is not above its own. One pass over the
+    /// buffers, no key built: it runs for every record forwarded.
+    pub fn passed_by<'a>(
+        &'a self,
+        topic: &'a str,
+        partition: i32,
+    ) -> impl Iterator<Item = &'a InputPartition> + 'a {
+        let is_it = move |(t, p): &InputPartition| *p == partition && t == topic;
+        let high = self
+            .partitions
+            .iter()
+            .find(|(k, _)| is_it(k))
+            .and_then(|(_, b)| b.highest)
+            .unwrap_or(i64::MIN);
+        self.partitions
+            .iter()
+            .filter(move |(k, b)| {
+                !is_it(k) && b.records.is_empty() && b.highest.unwrap_or(i64::MIN) <= high
+            })
+            .map(|(k, _)| k)
+    }
+
     pub fn buffered(&self) -> usize {
         self.buffered
     }
@@ -236,6 +259,39 @@ mod tests {
         .flatten()
         .collect();
         assert_eq!(resumes, vec![Flow::Resume(("b".into(), 0))]);
+    }
+
+    #[test]
+    fn a_record_passes_the_empty_partitions_not_ahead_of_it() {
+        let mut a = Aligner::new(10);
+        let assigned = [
+            ("b".to_string(), 0),
+            ("s".to_string(), 0),
+            ("o".to_string(), 0),
+        ];
+        a.set_assignment(&assigned);
+        a.push(msg("b", 0, 0), Some(100));
+        a.push(msg("s", 0, 0), Some(300));
+        a.push(msg("s", 0, 1), Some(400));
+        // b goes first (lowest); then s, whose highest is 300, passes b (100, empty) and o
+        // (nothing yet), but not itself.
+        assert!(matches!(a.next(|_, _| false), Next::Record(..)));
+        assert!(matches!(a.next(|_, _| false), Next::Record(..)));
+        let passed: Vec<_> = a.passed_by("s", 0).cloned().collect();
+        assert_eq!(passed, vec![("b".to_string(), 0), ("o".to_string(), 0)]);
+        // A partition ahead of the record, or with records buffered, is not passed.
+        a.push(msg("o", 0, 0), Some(1_000));
+        assert!(
+            a.passed_by("b", 0).next().is_none(),
+            "s has a record, o is buffered"
+        );
+        assert!(matches!(a.next(|_, _| false), Next::Record(..)));
+        assert!(matches!(a.next(|_, _| false), Next::Record(..)));
+        let passed: Vec<_> = a.passed_by("b", 0).cloned().collect();
+        assert!(
+            passed.is_empty(),
+            "s (400) and o (1000) are ahead of b (100): {passed:?}"
+        );
     }
 
     #[test]

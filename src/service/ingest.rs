@@ -425,16 +425,8 @@ impl Ingest {
     /// state task, which merges the channels of every instance by the same rule, does not
     /// wait for what this instance decided not to wait for (see `merge`).
     fn mark_caught_up_before(&mut self, m: &impl Message) -> Result<(), ServiceError> {
-        let p = (m.topic().to_string(), m.partition());
-        let high = self.aligner.highest(&p).unwrap_or(i64::MIN);
         let now = Instant::now();
-        for q in &self.assigned {
-            if *q == p
-                || !self.aligner.is_empty(q)
-                || self.aligner.highest(q).unwrap_or(i64::MIN) > high
-            {
-                continue;
-            }
+        for q in self.aligner.passed_by(m.topic(), m.partition()) {
             let Some((channel, clock)) = self.fwd.clock(q, now) else {
                 continue;
             };
@@ -673,10 +665,9 @@ fn hold(
     known: &HashMap<InputPartition, Known>,
     ends_stale: bool,
     fwd: &Forwarder,
-    (topic, partition): &InputPartition,
+    p: &InputPartition,
 ) -> Hold {
-    let key = (topic.clone(), *partition);
-    match lag_known(consumer, position, known, &key) {
+    match lag_known(consumer, position, known, p) {
         Some(true) => return Hold::Behind,
         None => return Hold::Live,
         // Caught up by an end from before an outage: not known to be caught up.
@@ -684,7 +675,7 @@ fn hold(
         Some(false) => {}
     }
     let recently_active = fwd
-        .channel(topic, *partition)
+        .channel(&p.0, p.1)
         .and_then(|c| fwd.channels.get(&c))
         .is_some_and(|clock| clock.last_record.elapsed() < ACTIVE_WINDOW);
     if recently_active {
