@@ -169,6 +169,12 @@ fn throughput(brokers: &str) {
         run.processed - run.assigned
     );
     println!(
+        "    applied, first to last input record: {:>8.0} records/s ({:.2} s; first applied {:.2} s after process start)",
+        rate(run.all_applied - run.first_applied),
+        run.all_applied - run.first_applied,
+        run.first_applied
+    );
+    println!(
         "    processed and checkpointed:        {:>8.0} records/s from process start ({:.2} s), {:>8.0}/s from first assignment ({:.2} s)",
         rate(run.committed),
         run.committed,
@@ -243,6 +249,9 @@ fn plain_consume(brokers: &str, topics: &TopicsConfig, records: u64) -> Plain {
 struct Run {
     /// Seconds from process start.
     assigned: f64,
+    /// The state stage's first input record applied, and its last (scraped every 50 ms).
+    first_applied: f64,
+    all_applied: f64,
     processed: f64,
     committed: f64,
     /// User and system CPU seconds of the process.
@@ -336,6 +345,9 @@ format = "json"
     let want_inputs = truth.input_records.total as f64;
     let want_conversions = truth.conversions as f64;
     let (mut last, mut last_change) = ((0.0, 0.0), started);
+    // When the state stage applied its first input record, and its last: the steady rate, with
+    // neither the start (group joins, restore) nor the `idle_timeout` wait for the tail in it.
+    let (mut first_applied, mut all_applied) = (None, None);
     let mut outcomes = Vec::new();
     loop {
         let progress = format!(
@@ -353,6 +365,12 @@ format = "json"
                 sum(&m, "onecount_input_records_total"),
                 sum(&m, "onecount_conversions_total"),
             );
+            if now.0 > 0.0 {
+                first_applied.get_or_insert_with(Instant::now);
+            }
+            if now.0 == want_inputs {
+                all_applied.get_or_insert_with(Instant::now);
+            }
             if now != last {
                 (last, last_change) = (now, Instant::now());
                 outcomes = m;
@@ -376,6 +394,8 @@ format = "json"
         std::thread::sleep(Duration::from_millis(50));
     }
     let processed = last_change.duration_since(started).as_secs_f64();
+    let since_start = |t: Option<Instant>| t.expect("seen").duration_since(started).as_secs_f64();
+    let (first_applied, all_applied) = (since_start(first_applied), since_start(all_applied));
 
     // Checkpointed: the state group's committed offset on the log reaches the log's end as of now.
     let group = &config.kafka.group_id;
@@ -419,6 +439,8 @@ format = "json"
         .map_or(0.0, |t| t.duration_since(started).as_secs_f64());
     Run {
         assigned,
+        first_applied,
+        all_applied,
         processed,
         committed,
         cpu,
