@@ -19,34 +19,49 @@
 //! nothing more to give it, and an idle marker when one stays quiet: after either, an empty
 //! channel does not hold. Must not: read a clock or talk to Kafka.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, VecDeque};
 
 use super::wire::Channel;
 
-/// What the log brought for a channel, in log order.
+/// What the log brought for a channel, in log order. Borrows the record's bytes from the
+/// consumer's message until it has to be queued.
 #[derive(Debug)]
-pub enum Item {
+pub enum Item<'a> {
     /// A forwarded input record: its offset in its input partition and its bytes (`None` for
     /// a tombstone). Parsed when applied.
     Record {
         origin: i64,
-        payload: Option<Vec<u8>>,
+        payload: Option<Cow<'a, [u8]>>,
     },
     Assigned,
     CaughtUp,
     Idle,
 }
 
-impl Item {
+impl Item<'_> {
     /// Whether an empty channel still holds the others after this item.
     pub fn holds(&self) -> bool {
         matches!(self, Item::Record { .. } | Item::Assigned)
+    }
+
+    /// The item with its bytes copied, to be queued.
+    pub fn into_owned(self) -> Item<'static> {
+        match self {
+            Item::Record { origin, payload } => Item::Record {
+                origin,
+                payload: payload.map(|p| Cow::Owned(p.into_owned())),
+            },
+            Item::Assigned => Item::Assigned,
+            Item::CaughtUp => Item::CaughtUp,
+            Item::Idle => Item::Idle,
+        }
     }
 }
 
 #[derive(Debug, Default)]
 struct ChannelQueue {
-    items: VecDeque<(i64, Item)>,
+    items: VecDeque<(i64, Item<'static>)>,
     holds: bool,
 }
 
@@ -54,7 +69,7 @@ struct ChannelQueue {
 #[derive(Debug)]
 pub enum Next {
     /// Apply this item (log offset, channel, item).
-    Item(i64, Channel, Item),
+    Item(i64, Channel, Item<'static>),
     /// The channel that must go next has nothing queued but holds.
     Wait(Channel),
     /// Nothing queued.
@@ -78,11 +93,40 @@ impl Merge {
         merge
     }
 
-    pub fn push(&mut self, log_offset: i64, channel: Channel, item: Item) {
+    pub fn push(&mut self, log_offset: i64, channel: Channel, item: Item<'_>) {
         let queue = self.channels.entry(channel).or_default();
         queue.holds = item.holds();
-        queue.items.push_back((log_offset, item));
+        queue.items.push_back((log_offset, item.into_owned()));
         self.queued += 1;
+    }
+
+    /// Takes `item` of `channel` through the merge without queueing it when nothing is queued
+    /// and `next` would give it at once (the common case: with one instance the log is in
+    /// merge order already); gives it back to be applied now, or `None` if it was queued.
+    /// The same as `push` then `next`, without copying the record's bytes.
+    pub fn pass<'a>(
+        &mut self,
+        log_offset: i64,
+        channel: Channel,
+        item: Item<'a>,
+        highest: impl Fn(Channel) -> Option<i64>,
+    ) -> Option<Item<'a>> {
+        let goes_next = self.queued == 0 && {
+            let key = |c: Channel| (highest(c).unwrap_or(i64::MIN), c);
+            let own = key(channel);
+            // Nothing is queued: the only other candidates are the channels that hold.
+            self.channels
+                .iter()
+                .filter(|(c, q)| q.holds && **c != channel)
+                .all(|(c, _)| own < key(*c))
+        };
+        if goes_next {
+            self.channels.entry(channel).or_default().holds = item.holds();
+            Some(item)
+        } else {
+            self.push(log_offset, channel, item);
+            None
+        }
     }
 
     pub fn queued(&self) -> usize {
@@ -138,7 +182,7 @@ mod tests {
         Channel::new(input, partition)
     }
 
-    fn record(origin: i64) -> Item {
+    fn record(origin: i64) -> Item<'static> {
         Item::Record {
             origin,
             payload: None,
@@ -234,5 +278,54 @@ mod tests {
             matches!(merge.next(|_| None), Next::Empty),
             "nothing queued"
         );
+    }
+
+    /// What the log brings in one step of the property below: a channel (0-2) and an item
+    /// (0: record with the given event time, 1: assigned, 2: caught up, 3: idle).
+    fn item_of(kind: u8, origin: i64) -> Item<'static> {
+        match kind {
+            0 => record(origin),
+            1 => Item::Assigned,
+            2 => Item::CaughtUp,
+            _ => Item::Idle,
+        }
+    }
+
+    proptest::proptest! {
+        /// `pass` (apply at once what would go next, else queue) is `push` then `next`.
+        #[test]
+        fn passing_an_item_through_is_pushing_it_and_taking_the_next(
+            steps in proptest::collection::vec((0..3i32, 0..4u8, 0..50i64), 0..60)
+        ) {
+            let channels = [ch(Input::Browser, 0), ch(Input::Server, 0), ch(Input::Orders, 0)];
+            let mut times = BTreeMap::new();
+            let (mut pushed, mut passed) = (Merge::default(), Merge::default());
+            let (mut h_pushed, mut h_passed) = (BTreeMap::new(), BTreeMap::new());
+            let (mut log_pushed, mut log_passed) = (Vec::new(), Vec::new());
+            for (offset, (c, kind, time)) in steps.into_iter().enumerate() {
+                let (offset, channel) = (offset as i64, channels[c as usize]);
+                // Each record's origin is its log offset: unique, with its own event time.
+                times.insert((channel, offset), time);
+
+                pushed.push(offset, channel, item_of(kind, offset));
+                log_pushed.push(drain(&mut pushed, &mut h_pushed, &times));
+
+                let h = &h_passed;
+                let mut applied = Vec::new();
+                let given = passed.pass(offset, channel, item_of(kind, offset), |c| h.get(&c).copied());
+                if let Some(Item::Record { origin, .. }) = given {
+                    let t = times[&(channel, origin)];
+                    let e = h_passed.entry(channel).or_insert(t);
+                    *e = (*e).max(t);
+                    applied.push((channel, origin));
+                }
+                let (more, waiting) = drain(&mut passed, &mut h_passed, &times);
+                applied.extend(more);
+                log_passed.push((applied, waiting));
+                proptest::prop_assert_eq!(pushed.queued(), passed.queued());
+                proptest::prop_assert_eq!(pushed.first_queued_offset(), passed.first_queued_offset());
+            }
+            proptest::prop_assert_eq!(log_pushed, log_passed);
+        }
     }
 }

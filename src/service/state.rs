@@ -23,6 +23,7 @@
 //! Must not: apply a rule (the engine does), or read the clock for anything but when to
 //! checkpoint and timeouts.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -124,7 +125,7 @@ impl StateTask {
         }
     }
 
-    fn apply_item(&mut self, metrics: &Metrics, offset: i64, channel: Channel, item: Item) {
+    fn apply_item(&mut self, metrics: &Metrics, offset: i64, channel: Channel, item: Item<'_>) {
         let holds = item.holds();
         match item {
             Item::Record { origin, payload } => {
@@ -500,7 +501,7 @@ impl StateStage {
                 channel,
                 Item::Record {
                     origin: offset,
-                    payload: m.payload().map(<[u8]>::to_vec),
+                    payload: m.payload().map(Cow::Borrowed),
                 },
             ),
             Ok(LogRecord::Assigned(channel)) => (channel, Item::Assigned),
@@ -520,7 +521,14 @@ impl StateStage {
         {
             return Ok(());
         }
-        task.merge.push(offset, channel, item);
+        let engine = &task.engine;
+        let passed = task.merge.pass(offset, channel, item, |c| {
+            engine.channel_highest(c.input, c.partition)
+        });
+        if let Some(item) = passed {
+            task.merge_wait = None;
+            task.apply_item(metrics, offset, channel, item);
+        }
         task.drain_merge(metrics);
         Ok(())
     }
