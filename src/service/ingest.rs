@@ -140,7 +140,12 @@ impl Ingest {
             // a fetch from idling longer than that.
             cfg.set("fetch.wait.max.ms", "100");
         }
-        if config.kafka.properties.get("fetch.queue.backoff.ms").is_none() {
+        if config
+            .kafka
+            .properties
+            .get("fetch.queue.backoff.ms")
+            .is_none()
+        {
             // Once librdkafka's prefetch queue is full (the partitions ahead in event time fill
             // it while the aligner drains the one behind), it fetches again only after this
             // backoff, 1 s by default: the aligner then waited for the partition behind most
