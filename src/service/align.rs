@@ -98,11 +98,6 @@ impl Aligner {
         self.partitions.get(p).and_then(|b| b.position)
     }
 
-    /// Highest event time forwarded from partition `p`.
-    pub fn highest(&self, p: &InputPartition) -> Option<i64> {
-        self.partitions.get(p).and_then(|b| b.highest)
-    }
-
     /// The partitions a record of `topic`/`partition` goes past when it is forwarded now: those
     /// with nothing buffered whose highest event time is not above its own. One pass over the
     /// buffers, no key built: it runs for every record forwarded.

@@ -103,7 +103,6 @@ impl StateTask {
             };
             match next {
                 Next::Item(offset, channel, item) => {
-                    self.merge_wait = None;
                     self.apply_item(metrics, offset, channel, item);
                 }
                 Next::Wait(channel) if self.merge.queued() >= MAX_MERGE_QUEUED => {
@@ -125,7 +124,9 @@ impl StateTask {
         }
     }
 
+    /// Applies an item the merge gave (or let pass): the merge no longer waits.
     fn apply_item(&mut self, metrics: &Metrics, offset: i64, channel: Channel, item: Item<'_>) {
+        self.merge_wait = None;
         let holds = item.holds();
         match item {
             Item::Record { origin, payload } => {
@@ -526,7 +527,6 @@ impl StateStage {
             engine.channel_highest(c.input, c.partition)
         });
         if let Some(item) = passed {
-            task.merge_wait = None;
             task.apply_item(metrics, offset, channel, item);
         }
         task.drain_merge(metrics);
