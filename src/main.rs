@@ -70,6 +70,10 @@ enum Command {
         /// Sessions start over this many hours.
         #[arg(long, default_value_t = DEFAULT_SPAN_HOURS)]
         span_hours: u32,
+        /// Every order row names its shop (us-store, eu-store, jp-store; map them to their
+        /// pixels in `orders.shops`), as a service split over several state partitions needs.
+        #[arg(long)]
+        every_order_names_its_shop: bool,
         /// Publish to Kafka at these bootstrap brokers (over kafka.brokers) instead of writing
         /// files: browser events keyed by event_id, server bodies unkeyed, order changes keyed by
         /// order id (tombstones as null values). Missing input topics are created.
@@ -422,6 +426,7 @@ fn run() -> anyhow::Result<ExitCode> {
             out,
             start_time,
             span_hours,
+            every_order_names_its_shop,
             kafka,
             config,
             truth,
@@ -431,6 +436,7 @@ fn run() -> anyhow::Result<ExitCode> {
                 seed,
                 start_time,
                 span_hours,
+                every_order_names_its_shop,
             };
             match (out, kafka) {
                 (_, Some(brokers)) => {

@@ -60,6 +60,33 @@ impl Outputs {
     }
 }
 
+/// The event time a record carries, as the watermark sees it (see
+/// [`Engine::observe_elsewhere`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Observation {
+    /// An event's `event_time`: moves nothing when the event is late.
+    Event(i64),
+    /// An order change's `changed_at`: always observed.
+    Order(i64),
+}
+
+impl Observation {
+    /// What `parsed` does to the watermark, if anything.
+    pub fn of(parsed: &Parsed) -> Option<Observation> {
+        match parsed {
+            Parsed::Record(Record::Event(e)) => Some(Observation::Event(e.event_time)),
+            Parsed::Record(Record::Order(o)) => Some(Observation::Order(o.changed_at)),
+            Parsed::Record(Record::Tombstone(_)) | Parsed::DeadLetter(_) => None,
+        }
+    }
+
+    pub fn time(self) -> i64 {
+        match self {
+            Observation::Event(t) | Observation::Order(t) => t,
+        }
+    }
+}
+
 /// How much state the engine holds, for metrics and the memory benchmark.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StateSize {
@@ -227,11 +254,11 @@ impl Engine {
                 self.stats.received(&event.pixel, event.source);
                 let time = event.event_time;
                 let channel = Channel::of(&event.position);
+                if self.is_late(time) {
+                    self.stats.late(input);
+                    return;
+                }
                 match self.watermarks.current() {
-                    Some(wm) if time < wm - self.ttl_ms => {
-                        self.stats.late(input);
-                        return;
-                    }
                     // Behind the watermark: too late to sort, applied as it comes.
                     Some(wm) if time < wm => self.apply_event(Box::new(event), out),
                     _ => self.buffer(Box::new(event)),
@@ -240,6 +267,35 @@ impl Engine {
                 self.fire_timers(out);
             }
         }
+    }
+
+    /// An event this old is late: it is counted and dropped, and moves nothing.
+    fn is_late(&self, event_time: i64) -> bool {
+        self.watermarks
+            .current()
+            .is_some_and(|wm| event_time < wm - self.ttl_ms)
+    }
+
+    /// Applies what a record another engine processes does to this one's event time: when the
+    /// state is split by pixel over several engines, each sees the records of its own pixels
+    /// through [`Engine::process`] and every other record through this, in the same order, so
+    /// its watermark (and with it every timer, late judgement and expiry) moves exactly as a
+    /// single engine's would at the same point. The same rules as `process`: a late event
+    /// moves nothing; a dead letter or tombstone has no observation at all.
+    pub fn observe_elsewhere(
+        &mut self,
+        input: Input,
+        partition: i32,
+        observation: Observation,
+        out: &mut Outputs,
+    ) {
+        let time = match observation {
+            Observation::Event(time) if self.is_late(time) => return,
+            Observation::Event(time) | Observation::Order(time) => time,
+        };
+        self.watermarks
+            .observe(Channel::new(input, partition), time);
+        self.fire_timers(out);
     }
 
     fn buffer(&mut self, event: Box<Event>) {

@@ -59,6 +59,11 @@ pub struct GenerateOptions {
     pub start_time: i64,
     /// Sessions start over this many hours.
     pub span_hours: u32,
+    /// Every order row names its shop (by default 40% leave it out, and are matched to their
+    /// purchase by order id alone). A service whose state is split over several partitions
+    /// needs it: an order reaches the partition of its shop's pixel (`orders.shops`, see
+    /// [`shops`]).
+    pub every_order_names_its_shop: bool,
 }
 
 impl Default for GenerateOptions {
@@ -68,8 +73,14 @@ impl Default for GenerateOptions {
             seed: 1,
             start_time: DEFAULT_START_TIME,
             span_hours: DEFAULT_SPAN_HOURS,
+            every_order_names_its_shop: false,
         }
     }
+}
+
+/// The generated shops and their pixels, as `orders.shops` maps them.
+pub fn shops() -> impl Iterator<Item = (&'static str, &'static str)> {
+    traffic::PIXELS.iter().map(|p| (p.shop, p.code))
 }
 
 /// One record of an input: a Kafka key and value, or a file line (the key is not written).
@@ -171,6 +182,7 @@ pub(crate) fn run(
     let start_ms = opts.start_time.saturating_mul(1000);
     let span_ms = i64::from(opts.span_hours) * 3_600_000;
     let mut planner = Planner::new(opts.seed, start_ms, Shares::DEFAULT);
+    planner.every_order_names_its_shop = opts.every_order_names_its_shop;
     let mut sched = Scheduler::new(opts.seed, start_ms.saturating_add(span_ms));
     if record_arrivals {
         sched.arrivals = Some(Vec::new());

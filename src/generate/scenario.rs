@@ -246,6 +246,8 @@ pub(crate) struct Planner {
     /// non-purchase step; sampled, so bounded.
     reusable: Vec<VecDeque<Reusable>>,
     last_offer: Vec<i64>,
+    /// See [`super::GenerateOptions::every_order_names_its_shop`].
+    pub(crate) every_order_names_its_shop: bool,
 }
 
 impl Planner {
@@ -258,6 +260,7 @@ impl Planner {
             order_seq: 0,
             reusable: (0..PIXELS.len() * 4).map(|_| VecDeque::new()).collect(),
             last_offer: vec![i64::MIN; PIXELS.len() * 4],
+            every_order_names_its_shop: false,
         }
     }
 
@@ -336,6 +339,7 @@ impl Planner {
                 currency: CURRENCIES[currency].code.to_string(),
                 status: status.to_string(),
                 shop: Some(PIXELS[self.rng.gen_range(0..PIXELS.len())].shop),
+                shop_in_key: self.every_order_names_its_shop,
                 created_at: time_of(fmt).quantize(created),
                 changed_at: self.start_ms,
                 updated_at_null: true,
@@ -1245,7 +1249,10 @@ impl Planner {
             decimals: CURRENCIES[currency_index(currency)].decimals,
             currency: currency.to_string(),
             status: status.to_string(),
-            shop: self.chance(0.6).then_some(PIXELS[s.pixel].shop),
+            // The draw is made either way: the option changes this column and nothing else.
+            shop: (self.chance(0.6) || self.every_order_names_its_shop)
+                .then_some(PIXELS[s.pixel].shop),
+            shop_in_key: self.every_order_names_its_shop,
             created_at: created,
             changed_at: created,
             updated_at_null: false,

@@ -637,6 +637,9 @@ pub(crate) struct OrderChange {
     pub currency: String,
     pub status: String,
     pub shop: Option<&'static str>,
+    /// The shop is part of the table's key (multi-tenant tables keyed by shop and id): a
+    /// key-only delete names it too.
+    pub shop_in_key: bool,
     /// Unix ms, quantised by the format.
     pub created_at: i64,
     /// The change time (Unix ms, quantised): `updated_at`, or `source.ts_ms` when the row has
@@ -787,7 +790,10 @@ impl OrderChange {
                 "created_at",
                 "updated_at",
             ] {
-                j.f_raw(field, "null");
+                match self.shop {
+                    Some(shop) if field == "shop" && self.shop_in_key => j.f_str(field, shop),
+                    _ => j.f_raw(field, "null"),
+                }
             }
             j.close();
             j.f_raw("after", "null");

@@ -15,6 +15,7 @@ pub mod health;
 pub mod ingest;
 pub mod merge;
 pub mod outputs;
+pub mod route;
 pub mod state;
 pub mod wire;
 
