@@ -6,6 +6,8 @@
 //! reached the generator's truth, never a time.
 //!   ONECOUNT_BENCH_SERVICE_ACTIONS  generated actions (default 200000)
 //!   ONECOUNT_BENCH_PARTITIONS       partitions of each input topic (default 3)
+//!   ONECOUNT_BENCH_STATE_PARTITIONS `service.state_partitions` (default 1; more splits the
+//!                                   state by pixel, with every generated order naming its shop)
 //!   ONECOUNT_BENCH_RESTORE_KEYS     live keys per restore run (default "1000000,10000000")
 //!   ONECOUNT_BENCH_PARTS            "throughput", "restore" or both (default "throughput,restore")
 
@@ -116,6 +118,7 @@ fn client(brokers: &str, group: &str) -> ClientConfig {
 fn throughput(brokers: &str) {
     let actions: u64 = env_or("ONECOUNT_BENCH_SERVICE_ACTIONS", 200_000);
     let partitions: u32 = env_or("ONECOUNT_BENCH_PARTITIONS", 3);
+    let state_partitions: u32 = env_or("ONECOUNT_BENCH_STATE_PARTITIONS", 1);
     let name = |what: &str| random_name(&format!("bench-{what}"));
     let mut config = Config::default();
     config.kafka.brokers = brokers.to_string();
@@ -138,6 +141,7 @@ fn throughput(brokers: &str) {
     );
     let gen = GenerateOptions {
         actions,
+        every_order_names_its_shop: state_partitions > 1,
         ..GenerateOptions::default()
     };
     let (truth, report, _) = block_on(generate_to_kafka(&config, &gen, PublishOptions::default()))
@@ -160,7 +164,7 @@ fn throughput(brokers: &str) {
         plain.from_first,
         plain.bytes as f64 / plain.from_first / 1e6
     );
-    let run = service_run(&config, &truth);
+    let run = service_run(&config, state_partitions, &truth);
     println!(
         "(b) onecount run, processed:           {:>8.0} records/s from process start ({:.2} s), {:>8.0}/s from first assignment ({:.2} s)",
         rate(run.processed),
@@ -267,10 +271,15 @@ struct Run {
 }
 
 /// Runs `onecount run` from an empty group until the truth is processed and checkpointed.
-fn service_run(config: &Config, truth: &Truth) -> Run {
+fn service_run(config: &Config, state_partitions: u32, truth: &Truth) -> Run {
     let dir = tempfile::tempdir().expect("a temp dir");
     let http = free_local_addr();
     let t = &config.topics;
+    let orders_tables = if state_partitions > 1 {
+        onecount::generate::orders_toml()
+    } else {
+        String::new()
+    };
     let toml = format!(
         r#"[kafka]
 brokers = "{brokers}"
@@ -288,11 +297,12 @@ partitions = {partitions}
 idle_timeout = "2s"
 [service]
 commit_interval = "1s"
+state_partitions = {state_partitions}
 [http]
 listen = "{http}"
 [log]
 format = "json"
-"#,
+{orders_tables}"#,
         brokers = config.kafka.brokers,
         group = config.kafka.group_id,
         browser = t.browser,

@@ -404,7 +404,16 @@ pub struct ServiceConfig {
     /// Records produced and not yet acknowledged, per producer, before reading pauses: the
     /// bound on memory while the broker is slow or unreachable.
     pub max_in_flight: usize,
+    /// Partitions of the internal log and changelog: the state is split by pixel over this
+    /// many state tasks, which the instances of the group share. Fixed for the life of a
+    /// group (a pixel's state lives in its partition); more than 1 needs
+    /// `orders.default_pixel`, so that every order change reaches one pixel's partition.
+    pub state_partitions: u32,
 }
+
+/// The most state partitions a group may have (each is a changelog partition, a transactional
+/// producer and an engine on some instance).
+pub const MAX_STATE_PARTITIONS: u32 = 1024;
 
 impl Default for ServiceConfig {
     fn default() -> Self {
@@ -412,6 +421,7 @@ impl Default for ServiceConfig {
             commit_interval: Duration::from_secs(1),
             shutdown_timeout: Duration::from_secs(30),
             max_in_flight: 10_000,
+            state_partitions: 1,
         }
     }
 }
@@ -537,6 +547,7 @@ pub const ENV_SETTINGS: &[(&str, EnvKind)] = &[
     ("service.commit_interval", EnvKind::Text),
     ("service.shutdown_timeout", EnvKind::Text),
     ("service.max_in_flight", EnvKind::Integer),
+    ("service.state_partitions", EnvKind::Integer),
     ("log.format", EnvKind::Text),
     ("log.level", EnvKind::Text),
 ];
@@ -789,6 +800,20 @@ impl Config {
         }
         if s.max_in_flight == 0 {
             return invalid("service.max_in_flight", "must be greater than 0");
+        }
+        if s.state_partitions == 0 || s.state_partitions > MAX_STATE_PARTITIONS {
+            return invalid(
+                "service.state_partitions",
+                &format!("must be between 1 and {MAX_STATE_PARTITIONS}"),
+            );
+        }
+        if s.state_partitions > 1 && self.orders.default_pixel.is_none() {
+            return invalid(
+                "service.state_partitions",
+                "more than 1 needs orders.default_pixel: the state is split by pixel, and an \
+                 order change whose shop is not in orders.shops must still reach one pixel's \
+                 partition",
+            );
         }
         if let Err(e) = self.log.level.parse::<tracing_subscriber::EnvFilter>() {
             return invalid("log.level", &format!("not a tracing filter: {e}"));
@@ -1361,6 +1386,19 @@ listen = "127.0.0.1:9464"
             ),
             ("[topics]\nretention = \"0s\"\n", "topics.retention"),
             ("[engine]\nidle_timeout = \"0s\"\n", "engine.idle_timeout"),
+            (
+                "[service]\nstate_partitions = 0\n",
+                "service.state_partitions",
+            ),
+            (
+                "[service]\nstate_partitions = 5000\n",
+                "service.state_partitions",
+            ),
+            // Split by pixel, an order of an unmapped shop would reach no partition.
+            (
+                "[service]\nstate_partitions = 3\n",
+                "service.state_partitions",
+            ),
         ];
         for (text, field) in cases {
             let err = with_env(text, &[]).unwrap_err();
@@ -1369,5 +1407,7 @@ listen = "127.0.0.1:9464"
                 "{text:?}: {err}"
             );
         }
+        let split = "[service]\nstate_partitions = 3\n[orders]\ndefault_pixel = \"P\"\n";
+        assert_eq!(with_env(split, &[]).unwrap().service.state_partitions, 3);
     }
 }

@@ -464,7 +464,16 @@ impl Metrics {
     /// and no counter ever goes back. The first look in a process exports the totals the state
     /// was restored with, unless [`Metrics::count_from`] was told them.
     pub fn observe_stats(&mut self, stats: &Stats) {
-        self.apply_stats(stats, true);
+        let mut marks = std::mem::take(&mut self.high_water);
+        self.apply_stats(&mut marks, stats, true);
+        self.high_water = marks;
+    }
+
+    /// [`Metrics::observe_stats`] for one of several engines that share these metrics (the
+    /// service's state tasks): each keeps its own high-water marks, `marks`, so the counters
+    /// add up what every engine counted.
+    pub fn observe_stats_of(&mut self, marks: &mut Stats, stats: &Stats) {
+        self.apply_stats(marks, stats, true);
     }
 
     /// Raises the high-water marks to `stats` without exporting them: the service calls it
@@ -473,17 +482,19 @@ impl Metrics {
     /// whole restored history as one burst (its checkpoint lies a little behind what the
     /// previous process exported, which `rate()` reads as a counter reset).
     pub fn count_from(&mut self, stats: &Stats) {
-        self.apply_stats(stats, false);
+        let mut marks = std::mem::take(&mut self.high_water);
+        self.apply_stats(&mut marks, stats, false);
+        self.high_water = marks;
     }
 
-    fn apply_stats(&mut self, stats: &Stats, export: bool) {
+    fn apply_stats(&mut self, marks: &mut Stats, stats: &Stats, export: bool) {
         let inc = |family: &IntCounterVec, labels: &[&str], delta: u64| {
             if export && delta > 0 {
                 family.with_label_values(labels).inc_by(delta);
             }
         };
         for (input, outcomes) in &stats.outcomes {
-            let marks = slot(&mut self.high_water.outcomes, input);
+            let marks = slot(&mut marks.outcomes, input);
             for (outcome, n) in outcomes {
                 inc(
                     &self.input_records,
@@ -496,7 +507,7 @@ impl Metrics {
         let mut backend: BTreeMap<(String, String), f64> = BTreeMap::new();
         for (pixel, p) in &stats.pixels {
             let label = self.pixel_label(pixel);
-            let mark = slot(&mut self.high_water.pixels, pixel);
+            let mark = slot(&mut marks.pixels, pixel);
             inc(
                 &self.events_received,
                 &[&label, "browser"],
@@ -585,8 +596,8 @@ impl Metrics {
 
     /// The engine's total accounting, restored with its state: unlike the counters, it goes
     /// back to the checkpoint at an in-process restore.
-    pub fn observe_accounted(&self, stats: &Stats) {
-        self.accounted.set(stats.accounted() as i64);
+    pub fn observe_accounted(&self, accounted: u64) {
+        self.accounted.set(accounted as i64);
     }
 
     pub fn observe_state(&self, size: &StateSize) {

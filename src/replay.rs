@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::engine::stats::Stats;
-use crate::engine::{Engine, Outputs};
+use crate::engine::{Engine, Outputs, StateSize};
 use crate::jsonl;
 use crate::metrics::Metrics;
 use crate::model::{DeadLetter, DeadLetterReason, Input, Position, FORMAT_VERSION};
@@ -322,12 +322,28 @@ pub fn replay(
 /// written.
 pub fn observe(metrics: &mut Metrics, out: &Outputs, engine: &Engine) {
     metrics.observe_stats(engine.stats());
+    observe_outputs(metrics, out);
+    observe_gauges(
+        metrics,
+        &engine.state_size(),
+        engine.stats().accounted(),
+        engine,
+    );
+}
+
+/// The dead letters and revenue windows about to be written.
+pub fn observe_outputs(metrics: &mut Metrics, out: &Outputs) {
     for d in &out.dead_letters {
         metrics.observe_dead_letter(d.input, d.reason);
     }
     metrics.observe_windows(&out.revenue_windows);
-    metrics.observe_state(&engine.state_size());
-    metrics.observe_accounted(engine.stats());
+}
+
+/// The state held and accounted for (by one engine or several), and the watermark lag (of
+/// `engine`: engines that split the state have the same watermarks).
+pub fn observe_gauges(metrics: &Metrics, state: &StateSize, accounted: u64, engine: &Engine) {
+    metrics.observe_state(state);
+    metrics.observe_accounted(accounted);
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64);

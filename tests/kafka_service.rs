@@ -29,8 +29,8 @@ use rdkafka::ClientConfig;
 use serde_json::Value;
 use support_kafka::proxy::{proxied_broker, Proxy};
 use support_kafka::service::{
-    generated, http_get, one_at_a_time, parse_metrics, publish_all, publish_gradually,
-    truth_differences, Metrics, Outputs, Service, Setup,
+    generated, generated_naming_shops, http_get, one_at_a_time, parse_metrics, publish_all,
+    publish_gradually, truth_differences, Metrics, Outputs, Service, Setup,
 };
 
 /// How long a SIGTERMed instance may take to exit: the configured `shutdown_timeout` (20 s)
@@ -292,6 +292,56 @@ fn rebalance_instances_join_and_leave() {
     setup.wait_for_truth(&truth, Some(&lines), &mut [&mut first]);
     assert_accounted(&first, &truth);
     stop_cleanly(first);
+}
+
+#[test]
+fn state_split_over_three_partitions_and_three_instances() {
+    let _one = one_at_a_time();
+    let setup = Setup::split("split", 3);
+    setup.create_inputs();
+    let (truth, lines) = generated_naming_shops(20_000, 606);
+    let publisher = publish_gradually(&setup, lines.clone(), 200, Duration::from_millis(250));
+
+    let mut instances = vec![setup.start()];
+    instances[0].wait_ready();
+    for _ in 0..2 {
+        let mut next = setup.start();
+        next.wait_ready();
+        instances.push(next);
+    }
+    publisher.join().expect("the publisher panicked");
+    for i in &mut instances {
+        i.wait_ready();
+    }
+    let mut running: Vec<&mut Service> = instances.iter_mut().collect();
+    setup.wait_for_truth(&truth, Some(&lines), &mut running);
+    // Each instance ends with a state partition of its own, and between them they account for
+    // every input record.
+    let metrics: Vec<Metrics> = instances.iter().map(scrape).collect();
+    for (i, m) in instances.iter().zip(&metrics) {
+        assert!(
+            m.sum(RESTORES) >= 1.0,
+            "{} restored a state partition",
+            i.name()
+        );
+    }
+    let accounted: f64 = metrics
+        .iter()
+        .map(|m| m.sum("onecount_accounted_records"))
+        .sum();
+    assert_eq!(
+        accounted, truth.input_records.total as f64,
+        "input records accounted"
+    );
+    // Two of the three partitions own the generated pixels (`route` pins where they go).
+    let converting = metrics.iter().filter(|m| m.sum(CONVERSIONS) > 0.0).count();
+    assert!(
+        converting >= 2,
+        "{converting} instances emitted conversions"
+    );
+    for i in instances {
+        stop_cleanly(i);
+    }
 }
 
 #[test]

@@ -99,6 +99,23 @@ pub struct StateSize {
     pub revenue_windows: usize,
 }
 
+impl std::ops::Add for StateSize {
+    type Output = StateSize;
+
+    /// The state of two engines that split it.
+    fn add(self, o: StateSize) -> StateSize {
+        StateSize {
+            reordering: self.reordering + o.reordering,
+            pending_actions: self.pending_actions + o.pending_actions,
+            closed_keys: self.closed_keys + o.closed_keys,
+            closed_key_bytes: self.closed_key_bytes + o.closed_key_bytes,
+            order_keys: self.order_keys + o.order_keys,
+            orders: self.orders + o.orders,
+            revenue_windows: self.revenue_windows + o.revenue_windows,
+        }
+    }
+}
+
 pub struct Engine {
     ttl_ms: i64,
     lateness_ms: i64,

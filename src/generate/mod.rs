@@ -83,6 +83,19 @@ pub fn shops() -> impl Iterator<Item = (&'static str, &'static str)> {
     traffic::PIXELS.iter().map(|p| (p.shop, p.code))
 }
 
+/// The `[orders]` tables a service split by pixel needs for generated traffic (with
+/// [`GenerateOptions::every_order_names_its_shop`]): every shop mapped, and a default pixel.
+pub fn orders_toml() -> String {
+    let mut toml = format!(
+        "[orders]\ndefault_pixel = \"{}\"\n[orders.shops]\n",
+        traffic::PIXELS[0].code
+    );
+    for (shop, pixel) in shops() {
+        toml.push_str(&format!("\"{shop}\" = \"{pixel}\"\n"));
+    }
+    toml
+}
+
 /// One record of an input: a Kafka key and value, or a file line (the key is not written).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Line {

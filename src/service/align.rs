@@ -11,7 +11,8 @@
 //!
 //! Must not: read the clock or talk to Kafka; the caller says which empty partitions are
 //! expected to deliver and gives each record's event time (records without one, such as
-//! tombstones, follow their partition's position).
+//! tombstones, follow their partition's position) and what it wants back with the record
+//! (ingest: where it goes, learned when it was parsed).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -20,9 +21,9 @@ use rdkafka::message::{Message, OwnedMessage};
 /// An input partition: (topic, partition).
 pub type InputPartition = (String, i32);
 
-#[derive(Debug, Default)]
-struct PartitionBuffer {
-    records: VecDeque<(OwnedMessage, Option<i64>)>,
+#[derive(Debug)]
+struct PartitionBuffer<T> {
+    records: VecDeque<(OwnedMessage, Option<i64>, T)>,
     /// Highest event time forwarded from the partition; `None` before its first.
     highest: Option<i64>,
     /// The offset after the last record buffered since the partition was assigned: the
@@ -31,9 +32,20 @@ struct PartitionBuffer {
     position: Option<i64>,
 }
 
-#[derive(Debug, Default)]
-pub struct Aligner {
-    partitions: BTreeMap<InputPartition, PartitionBuffer>,
+impl<T> Default for PartitionBuffer<T> {
+    fn default() -> Self {
+        PartitionBuffer {
+            records: VecDeque::new(),
+            highest: None,
+            position: None,
+        }
+    }
+}
+
+/// Aligns buffered records, each with a `T` the caller gets back with it.
+#[derive(Debug)]
+pub struct Aligner<T> {
+    partitions: BTreeMap<InputPartition, PartitionBuffer<T>>,
     /// Records a partition may hold before its reading pauses.
     cap: usize,
     buffered: usize,
@@ -49,20 +61,23 @@ pub enum Flow {
 
 /// What [`Aligner::next`] gives.
 #[derive(Debug)]
-pub enum Next {
-    /// Forward this record; with a flow change for its partition.
-    Record(OwnedMessage, Option<Flow>),
+pub enum Next<T> {
+    /// Forward this record (with what it was pushed with); with a flow change for its
+    /// partition.
+    Record(OwnedMessage, T, Option<Flow>),
     /// The partition that must go next has nothing buffered but is expected to deliver.
     Wait(InputPartition),
     /// Nothing buffered.
     Empty,
 }
 
-impl Aligner {
-    pub fn new(cap: usize) -> Aligner {
+impl<T> Aligner<T> {
+    pub fn new(cap: usize) -> Aligner<T> {
         Aligner {
+            partitions: BTreeMap::new(),
             cap: cap.max(2),
-            ..Aligner::default()
+            buffered: 0,
+            paused: BTreeSet::new(),
         }
     }
 
@@ -77,12 +92,13 @@ impl Aligner {
         self.buffered = self.partitions.values().map(|b| b.records.len()).sum();
     }
 
-    /// Buffers a record with its event time; `Some(Pause)` when its partition reached the cap.
-    pub fn push(&mut self, m: OwnedMessage, event_time: Option<i64>) -> Option<Flow> {
+    /// Buffers a record with its event time and `attached`; `Some(Pause)` when its partition
+    /// reached the cap.
+    pub fn push(&mut self, m: OwnedMessage, event_time: Option<i64>, attached: T) -> Option<Flow> {
         let key = (m.topic().to_string(), m.partition());
         let buffer = self.partitions.entry(key.clone()).or_default();
         buffer.position = Some(m.offset() + 1);
-        buffer.records.push_back((m, event_time));
+        buffer.records.push_back((m, event_time, attached));
         self.buffered += 1;
         (buffer.records.len() >= self.cap && self.paused.insert(key.clone()))
             .then_some(Flow::Pause(key))
@@ -129,7 +145,10 @@ impl Aligner {
     /// which has nothing buffered (and whose consumer position is `position`, once a record of
     /// it was buffered), will deliver soon (else it does not hold the others, like a finished
     /// file in `replay`).
-    pub fn next(&mut self, mut expected: impl FnMut(&InputPartition, Option<i64>) -> bool) -> Next {
+    pub fn next(
+        &mut self,
+        mut expected: impl FnMut(&InputPartition, Option<i64>) -> bool,
+    ) -> Next<T> {
         if self.buffered == 0 {
             return Next::Empty;
         }
@@ -141,7 +160,7 @@ impl Aligner {
             .map(|(p, _)| p.clone())
             .expect("a partition has records buffered");
         let buffer = self.partitions.get_mut(&chosen).expect("chosen from them");
-        let Some((m, time)) = buffer.records.pop_front() else {
+        let Some((m, time, attached)) = buffer.records.pop_front() else {
             return Next::Wait(chosen);
         };
         self.buffered -= 1;
@@ -150,7 +169,7 @@ impl Aligner {
         }
         let flow = (buffer.records.len() <= self.cap / 2 && self.paused.remove(&chosen))
             .then_some(Flow::Resume(chosen));
-        Next::Record(m, flow)
+        Next::Record(m, attached, flow)
     }
 }
 
@@ -171,9 +190,9 @@ mod tests {
         )
     }
 
-    fn drain(a: &mut Aligner) -> Vec<(String, i32, i64)> {
+    fn drain(a: &mut Aligner<()>) -> Vec<(String, i32, i64)> {
         std::iter::from_fn(|| match a.next(|_, _| false) {
-            Next::Record(m, _) => Some((m.topic().to_string(), m.partition(), m.offset())),
+            Next::Record(m, (), _) => Some((m.topic().to_string(), m.partition(), m.offset())),
             _ => None,
         })
         .collect()
@@ -181,13 +200,13 @@ mod tests {
 
     #[test]
     fn the_partition_that_is_furthest_behind_in_event_time_goes_next() {
-        let mut a = Aligner::new(10);
+        let mut a = Aligner::<()>::new(10);
         a.set_assignment(&[("b".into(), 0), ("s".into(), 0)]);
         for (o, t) in [(0, 10), (1, 20), (2, 30)] {
-            a.push(msg("b", 0, o), Some(t));
+            a.push(msg("b", 0, o), Some(t), ());
         }
         for (o, t) in [(0, 15), (1, 25)] {
-            a.push(msg("s", 0, o), Some(t));
+            a.push(msg("s", 0, o), Some(t), ());
         }
         assert_eq!(
             drain(&mut a),
@@ -205,12 +224,12 @@ mod tests {
     fn a_late_record_leaves_when_its_partition_is_furthest_behind_not_earlier() {
         // b's second record is an hour late: like replay, it is read when b is the slowest
         // partition, by which time s has caught up with b's 100.
-        let mut a = Aligner::new(10);
+        let mut a = Aligner::<()>::new(10);
         a.set_assignment(&[("b".into(), 0), ("s".into(), 0)]);
-        a.push(msg("b", 0, 0), Some(100));
-        a.push(msg("b", 0, 1), Some(-3600));
+        a.push(msg("b", 0, 0), Some(100), ());
+        a.push(msg("b", 0, 1), Some(-3600), ());
         for (o, t) in [(0, 50), (1, 90), (2, 120)] {
-            a.push(msg("s", 0, o), Some(t));
+            a.push(msg("s", 0, o), Some(t), ());
         }
         assert_eq!(
             drain(&mut a),
@@ -226,11 +245,11 @@ mod tests {
 
     #[test]
     fn an_expected_partition_with_nothing_buffered_holds_the_others() {
-        let mut a = Aligner::new(10);
+        let mut a = Aligner::<()>::new(10);
         a.set_assignment(&[("b".into(), 0), ("s".into(), 0)]);
-        a.push(msg("b", 0, 0), Some(10));
+        a.push(msg("b", 0, 0), Some(10), ());
         assert!(matches!(a.next(|_, _| false), Next::Record(..)));
-        a.push(msg("b", 0, 1), Some(20));
+        a.push(msg("b", 0, 1), Some(20), ());
         let s = ("s".to_string(), 0);
         assert!(matches!(a.next(|p, _| *p == s), Next::Wait(p) if p == s));
         assert_eq!(a.buffered(), 1);
@@ -241,14 +260,14 @@ mod tests {
 
     #[test]
     fn a_full_partition_pauses_and_resumes_at_half() {
-        let mut a = Aligner::new(4);
+        let mut a = Aligner::<()>::new(4);
         a.set_assignment(&[("b".into(), 0)]);
         let flows: Vec<_> = (0..4)
-            .filter_map(|o| a.push(msg("b", 0, o), Some(o)))
+            .filter_map(|o| a.push(msg("b", 0, o), Some(o), ()))
             .collect();
         assert_eq!(flows, vec![Flow::Pause(("b".into(), 0))]);
         let resumes: Vec<_> = std::iter::from_fn(|| match a.next(|_, _| false) {
-            Next::Record(_, f) => Some(f),
+            Next::Record(_, (), f) => Some(f),
             _ => None,
         })
         .flatten()
@@ -258,16 +277,16 @@ mod tests {
 
     #[test]
     fn a_record_passes_the_empty_partitions_not_ahead_of_it() {
-        let mut a = Aligner::new(10);
+        let mut a = Aligner::<()>::new(10);
         let assigned = [
             ("b".to_string(), 0),
             ("s".to_string(), 0),
             ("o".to_string(), 0),
         ];
         a.set_assignment(&assigned);
-        a.push(msg("b", 0, 0), Some(100));
-        a.push(msg("s", 0, 0), Some(300));
-        a.push(msg("s", 0, 1), Some(400));
+        a.push(msg("b", 0, 0), Some(100), ());
+        a.push(msg("s", 0, 0), Some(300), ());
+        a.push(msg("s", 0, 1), Some(400), ());
         // b goes first (lowest); then s, whose highest is 300, passes b (100, empty) and o
         // (nothing yet), but not itself.
         assert!(matches!(a.next(|_, _| false), Next::Record(..)));
@@ -275,7 +294,7 @@ mod tests {
         let passed: Vec<_> = a.passed_by("s", 0).cloned().collect();
         assert_eq!(passed, vec![("b".to_string(), 0), ("o".to_string(), 0)]);
         // A partition ahead of the record, or with records buffered, is not passed.
-        a.push(msg("o", 0, 0), Some(1_000));
+        a.push(msg("o", 0, 0), Some(1_000), ());
         assert!(
             a.passed_by("b", 0).next().is_none(),
             "s has a record, o is buffered"
@@ -291,9 +310,9 @@ mod tests {
 
     #[test]
     fn revoked_partitions_lose_their_buffers() {
-        let mut a = Aligner::new(4);
+        let mut a = Aligner::<()>::new(4);
         a.set_assignment(&[("b".into(), 0), ("b".into(), 1)]);
-        a.push(msg("b", 1, 0), Some(1));
+        a.push(msg("b", 1, 0), Some(1), ());
         a.set_assignment(&[("b".into(), 0)]);
         assert_eq!(a.buffered(), 0);
         assert!(matches!(a.next(|_, _| true), Next::Empty));

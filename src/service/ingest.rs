@@ -3,8 +3,10 @@
 //! Owns: consuming the three input topics in the application's consumer group, forwarding each
 //! record with its origin (input, partition, offset), idle markers for channels that go quiet
 //! for `engine.idle_timeout`, and committing input offsets only for records the log has
-//! acknowledged. Must not: parse or decide anything. A crash here forwards some records again;
-//! the state stage recognises them by origin.
+//! acknowledged. With the state split over several log partitions (`route`), it forwards a
+//! record to the partitions of its pixels and sends the others its event times (progress
+//! records), in order per channel. Must not: decide anything the engine decides. A crash here
+//! forwards some records again; the state stage recognises them by origin.
 //!
 //! Why a log in between: the state stage must see one fixed order of records, so that after a
 //! crash it processes them again exactly as before (deterministic outputs are what lets it
@@ -34,8 +36,11 @@ use crate::parse::{Parsed, Parser};
 
 use super::align::{Aligner, Flow, InputPartition, Next};
 use super::health::{Health, Observed};
-use super::wire::{forwarded_headers, marker_headers, Channel, LogRecord};
-use super::{ServiceError, ServiceTopics, Stop, LOG_PARTITION};
+use super::route::{RecordRoute, Router};
+use super::wire::{
+    append_progress, forwarded_headers, marker_headers, progress_headers, Channel, LogRecord,
+};
+use super::{ServiceError, ServiceTopics, Stop};
 
 /// How long one wait blocks before the loop looks at its timers again.
 const POLL_WAIT: Duration = Duration::from_millis(50);
@@ -62,6 +67,9 @@ const BEHIND_WAIT_LOG: Duration = Duration::from_secs(30);
 /// A caught-up partition that delivered a record this recently is live: the others wait for its
 /// next fetch rather than overtake it.
 const ACTIVE_WINDOW: Duration = Duration::from_millis(500);
+/// Bytes of progress a state partition may have pending before they are sent (they are sent at
+/// the end of every forwarding pass anyway).
+const MAX_PENDING_PROGRESS: usize = 64 * 1024;
 
 struct ChannelClock {
     last_record: Instant,
@@ -85,7 +93,8 @@ pub struct Ingest {
     consumer: BaseConsumer<Observed>,
     fwd: Forwarder,
     commit_interval: Duration,
-    aligner: Aligner,
+    /// Each record with where it goes (`None` while the state has one partition).
+    aligner: Aligner<Option<RecordRoute>>,
     align_blocked_since: Option<Instant>,
     /// The aligner's last answer was to wait for a partition (behind its end, or live).
     align_waits: bool,
@@ -124,6 +133,10 @@ struct Forwarder {
     channels: HashMap<Channel, ChannelClock>,
     idle_timeout: Duration,
     max_in_flight: usize,
+    router: Router,
+    /// Per state partition: progress entries not sent yet. Sent before anything else goes to
+    /// that partition, so each partition gets what concerns it in the order it was forwarded.
+    progress: BTreeMap<i32, Vec<u8>>,
 }
 
 impl Ingest {
@@ -192,6 +205,8 @@ impl Ingest {
                 channels: HashMap::new(),
                 idle_timeout: config.engine.idle_timeout,
                 max_in_flight: config.service.max_in_flight,
+                router: Router::new(config.service.state_partitions, &config.orders),
+                progress: BTreeMap::new(),
             },
             commit_interval: config.service.commit_interval,
             aligner: Aligner::new(PARTITION_BUFFER),
@@ -260,8 +275,8 @@ impl Ingest {
                         if self.rebalanced.swap(false, Ordering::Relaxed) {
                             self.follow_assignment()?;
                         }
-                        let time = self.event_time(&m);
-                        if let Some(flow) = self.aligner.push(m, time) {
+                        let (time, route) = self.read(&m);
+                        if let Some(flow) = self.aligner.push(m, time, route) {
                             self.flow(flow);
                         }
                     }
@@ -287,6 +302,7 @@ impl Ingest {
             }
         }
         // Shutdown: everything forwarded is acknowledged, then committed.
+        self.fwd.send_progress()?;
         while self.fwd.producer.context().in_flight() > 0 {
             self.fwd.producer.poll(POLL_WAIT);
             self.fwd.check_failures()?;
@@ -393,6 +409,14 @@ impl Ingest {
     /// go next holds the rest until it delivers if it is behind its end; if it is only live
     /// (or its end is not known yet), for `MAX_ALIGN_WAIT` at most.
     fn forward_aligned(&mut self) -> Result<(), ServiceError> {
+        let result = self.forward_aligned_records();
+        // Every state partition learns this pass's progress now, not at the next record of
+        // the channel that goes to it (which may be long in coming).
+        self.fwd.send_progress()?;
+        result
+    }
+
+    fn forward_aligned_records(&mut self) -> Result<(), ServiceError> {
         // Positions and cached high watermarks do not move while buffered records are
         // forwarded (nothing is polled meanwhile): each empty partition is judged once per call.
         let mut judged: HashMap<InputPartition, Hold> = HashMap::new();
@@ -413,14 +437,14 @@ impl Ingest {
                 })
             };
             match next {
-                Next::Record(m, flow) => {
+                Next::Record(m, route, flow) => {
                     self.align_waits = false;
                     if !waited_out {
                         self.align_blocked_since = None;
                     }
                     self.behind_wait = None;
                     self.mark_caught_up_before(&m)?;
-                    self.fwd.forward(&m)?;
+                    self.fwd.forward(&m, route)?;
                     if let Some(flow) = flow {
                         self.flow(flow);
                     }
@@ -476,9 +500,12 @@ impl Ingest {
     }
 
     /// The event time the aligner orders a record by: the highest of the events or order
-    /// change it holds (`None` for what has none, a tombstone or a record that does not parse).
-    fn event_time(&mut self, m: &impl Message) -> Option<i64> {
-        let channel = self.fwd.channel(m.topic(), m.partition())?;
+    /// change it holds (`None` for what has none, a tombstone or a record that does not parse);
+    /// and, with the state split, where the record goes.
+    fn read(&mut self, m: &impl Message) -> (Option<i64>, Option<RecordRoute>) {
+        let Some(channel) = self.fwd.channel(m.topic(), m.partition()) else {
+            return (None, None);
+        };
         self.parser.parse(
             channel.input,
             channel.partition,
@@ -486,14 +513,18 @@ impl Ingest {
             m.payload(),
             &mut self.parsed,
         );
-        self.parsed
+        let route = (self.fwd.router.partitions() > 1)
+            .then(|| self.fwd.router.route(&self.parsed, m.offset()));
+        let time = self
+            .parsed
             .drain(..)
             .filter_map(|p| match p {
                 Parsed::Record(Record::Event(e)) => Some(e.event_time),
                 Parsed::Record(Record::Order(o)) => Some(o.changed_at),
                 _ => None,
             })
-            .max()
+            .max();
+        (time, route)
     }
 
     fn flow(&self, flow: Flow) {
@@ -564,6 +595,11 @@ impl Ingest {
         if self.fwd.pending.is_empty() {
             return;
         }
+        // An offset is committed only behind the progress its records owe other partitions.
+        if let Err(e) = self.fwd.send_progress() {
+            tracing::warn!(error = %e, "sending progress before a commit; retried at the next interval");
+            return;
+        }
         if self.fwd.producer.flush(wait).is_err() || self.fwd.producer.context().in_flight() > 0 {
             return;
         }
@@ -614,29 +650,89 @@ impl Forwarder {
         Some((channel, clock))
     }
 
-    fn marker(&self, marker: LogRecord) -> Result<(), ServiceError> {
-        self.send(
-            BaseRecord::to(&self.log)
-                .partition(LOG_PARTITION)
-                .headers(marker_headers(marker)),
-        )
+    /// Sends a marker about a channel to every state partition (after the progress pending for
+    /// it, which was forwarded before).
+    fn marker(&mut self, marker: LogRecord) -> Result<(), ServiceError> {
+        for partition in 0..self.router.partitions() as i32 {
+            self.send_partition_progress(partition)?;
+            self.send(
+                BaseRecord::to(&self.log)
+                    .partition(partition)
+                    .headers(marker_headers(marker.clone())),
+            )?;
+        }
+        Ok(())
     }
 
-    fn forward(&mut self, m: &impl Message) -> Result<(), ServiceError> {
+    /// Forwards a record to the state partitions that own some of it (`route`; partition 0
+    /// when there is only one, `None`), and queues its observations for the others.
+    fn forward(
+        &mut self,
+        m: &impl Message,
+        route: Option<RecordRoute>,
+    ) -> Result<(), ServiceError> {
         let Some(channel) = self.channel(m.topic(), m.partition()) else {
             return Ok(());
         };
-        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&self.log)
-            .partition(LOG_PARTITION)
-            .headers(forwarded_headers(channel, m.offset()));
-        if let Some(p) = m.payload() {
-            record = record.payload(p);
+        match route {
+            None => self.send_record(0, channel, m)?,
+            Some(route) => {
+                for partition in 0..self.router.partitions() as i32 {
+                    if route.owners.contains(&partition) {
+                        self.send_partition_progress(partition)?;
+                        self.send_record(partition, channel, m)?;
+                    } else if !route.observations.is_empty() {
+                        let pending = self.progress.entry(partition).or_default();
+                        append_progress(pending, channel, m.offset(), &route.observations);
+                        if pending.len() >= MAX_PENDING_PROGRESS {
+                            self.send_partition_progress(partition)?;
+                        }
+                    }
+                }
+            }
         }
-        self.send(record)?;
         self.pending
             .insert((m.topic().to_string(), m.partition()), m.offset() + 1);
         self.channels
             .insert(channel, ChannelClock::new(Instant::now()));
+        Ok(())
+    }
+
+    /// Sends input record `m` of `channel` to state partition `partition`, as it came.
+    fn send_record(
+        &self,
+        partition: i32,
+        channel: Channel,
+        m: &impl Message,
+    ) -> Result<(), ServiceError> {
+        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&self.log)
+            .partition(partition)
+            .headers(forwarded_headers(channel, m.offset()));
+        if let Some(p) = m.payload() {
+            record = record.payload(p);
+        }
+        self.send(record)
+    }
+
+    /// Sends the progress pending for state partition `partition`.
+    fn send_partition_progress(&mut self, partition: i32) -> Result<(), ServiceError> {
+        let Some(value) = self.progress.remove(&partition) else {
+            return Ok(());
+        };
+        self.send(
+            BaseRecord::to(&self.log)
+                .partition(partition)
+                .headers(progress_headers())
+                .payload(value.as_slice()),
+        )
+    }
+
+    /// Sends all pending progress.
+    fn send_progress(&mut self) -> Result<(), ServiceError> {
+        let pending: Vec<i32> = self.progress.keys().copied().collect();
+        for partition in pending {
+            self.send_partition_progress(partition)?;
+        }
         Ok(())
     }
 

@@ -34,6 +34,12 @@ pub enum Item<'a> {
         origin: i64,
         payload: Option<Cow<'a, [u8]>>,
     },
+    /// What one input record that went to another state partition does to event time: its
+    /// offset and its observations (`wire::observations`).
+    Observed {
+        origin: i64,
+        observations: Cow<'a, [u8]>,
+    },
     Assigned,
     CaughtUp,
     Idle,
@@ -42,7 +48,10 @@ pub enum Item<'a> {
 impl Item<'_> {
     /// Whether an empty channel still holds the others after this item.
     pub fn holds(&self) -> bool {
-        matches!(self, Item::Record { .. } | Item::Assigned)
+        matches!(
+            self,
+            Item::Record { .. } | Item::Observed { .. } | Item::Assigned
+        )
     }
 
     /// The item with its bytes copied, to be queued.
@@ -51,6 +60,13 @@ impl Item<'_> {
             Item::Record { origin, payload } => Item::Record {
                 origin,
                 payload: payload.map(|p| Cow::Owned(p.into_owned())),
+            },
+            Item::Observed {
+                origin,
+                observations,
+            } => Item::Observed {
+                origin,
+                observations: Cow::Owned(observations.into_owned()),
             },
             Item::Assigned => Item::Assigned,
             Item::CaughtUp => Item::CaughtUp,

@@ -31,10 +31,6 @@ use crate::metrics::Metrics;
 
 use health::Health;
 
-/// The internal log has one partition today: every record meets every other in one state task
-/// (see docs/SERVICE.md, "Scaling").
-pub const LOG_PARTITION: i32 = 0;
-
 /// Names the service derives from `kafka.group_id`.
 #[derive(Debug, Clone)]
 pub struct ServiceTopics {
@@ -197,10 +193,12 @@ fn ensure_service_topics(config: &Config, topics: &ServiceTopics) -> Result<(), 
     // rebalance, so none starts behind the others.
     let mut specs: Vec<TopicSpec> = crate::kafka::admin::input_specs(t);
     specs.extend(t.outputs().map(|(_, name)| TopicSpec::new(name, t)));
+    // One log and changelog partition per state task: the state is split by pixel over them.
+    let state_partitions = config.service.state_partitions as usize;
     let mut log = TopicSpec::repartition(&topics.log, t);
-    log.partitions = 1;
+    log.partitions = config.service.state_partitions as i32;
     let mut changelog = TopicSpec::changelog(&topics.changelog, t);
-    changelog.partitions = 1;
+    changelog.partitions = config.service.state_partitions as i32;
     specs.push(log);
     specs.push(changelog);
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -214,6 +212,17 @@ fn ensure_service_topics(config: &Config, topics: &ServiceTopics) -> Result<(), 
     ))?;
     for s in status {
         tracing::info!(topic = %s.name, partitions = s.partitions, created = s.created, "topic ready");
+        let internal = s.name == topics.log || s.name == topics.changelog;
+        if internal && s.partitions != state_partitions {
+            // A pixel's state lives in the partition its code hashes to: with another count,
+            // pixels would land where their state is not.
+            return Err(ServiceError::Fatal(format!(
+                "{} has {} partitions but service.state_partitions is {state_partitions}: the \
+                 state split cannot change for a running group (start a new kafka.group_id to \
+                 change it)",
+                s.name, s.partitions
+            )));
+        }
     }
     Ok(())
 }

@@ -91,8 +91,9 @@ pub struct OutputWriter {
     producer: Arc<BaseProducer<Deliveries>>,
     topics: OutputTopics,
     max_in_flight: usize,
-    /// Records this task wrote after its last checkpoint, before a crash: not written again.
-    suppress: HashMap<u128, u32>,
+    /// Per task (state partition), the records it wrote after its last checkpoint, before a
+    /// crash: not written again.
+    suppress: HashMap<i32, HashMap<u128, u32>>,
     pub suppressed: u64,
     pub written: u64,
     buf: Vec<u8>,
@@ -129,9 +130,10 @@ impl OutputWriter {
         })
     }
 
-    /// Forgets the outputs expected from an earlier restore (a task restored again starts over).
-    pub fn clear_suppressions(&mut self) {
-        self.suppress.clear();
+    /// Forgets the outputs expected from an earlier restore of `task` (a task restored again
+    /// starts over).
+    pub fn clear_suppressions(&mut self, task: i32) {
+        self.suppress.remove(&task);
     }
 
     /// A handle that waits for every output in flight (up to `wait`), for the rebalance hook.
@@ -145,17 +147,15 @@ impl OutputWriter {
         })
     }
 
-    /// Remembers an output found after the last checkpoint: the next identical one is skipped.
-    pub fn expect_already_written(&mut self, topic: &str, key: &[u8], value: &[u8]) {
+    /// Remembers an output `task` wrote after its last checkpoint: its next identical one is
+    /// skipped.
+    pub fn expect_already_written(&mut self, task: i32, topic: &str, key: &[u8], value: &[u8]) {
         *self
             .suppress
+            .entry(task)
+            .or_default()
             .entry(fingerprint(topic, key, value))
             .or_default() += 1;
-    }
-
-    /// Outputs recognised at restore and not yet produced again.
-    pub fn pending_suppressions(&self) -> u64 {
-        self.suppress.values().map(|n| u64::from(*n)).sum()
     }
 
     /// Produces and clears `out`. Blocks (polling for acknowledgements) while the in-flight
@@ -211,14 +211,16 @@ impl OutputWriter {
         jsonl::append_line(&mut self.buf, record)
             .map_err(|e| ServiceError::Fatal(e.to_string()))?;
         self.buf.pop(); // the newline: a Kafka record is one value
-        let fp = fingerprint(topic, key, &self.buf);
-        if let Some(n) = self.suppress.get_mut(&fp) {
-            *n -= 1;
-            if *n == 0 {
-                self.suppress.remove(&fp);
+        if let Some(expected) = self.suppress.get_mut(&task) {
+            let fp = fingerprint(topic, key, &self.buf);
+            if let Some(n) = expected.get_mut(&fp) {
+                *n -= 1;
+                if *n == 0 {
+                    expected.remove(&fp);
+                }
+                self.suppressed += 1;
+                return Ok(());
             }
-            self.suppressed += 1;
-            return Ok(());
         }
         while self.producer.context().tally.in_flight() >= self.max_in_flight {
             self.producer.poll(POLL_WAIT);

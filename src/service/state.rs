@@ -39,7 +39,8 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 use crate::config::Config;
 use crate::engine::changelog::ChangelogEntry;
-use crate::engine::{Engine, Outputs};
+use crate::engine::stats::Stats;
+use crate::engine::{Engine, Observation, Outputs};
 use crate::kafka::client::{consumer_config, create, create_with_context, producer_config};
 use crate::metrics::Metrics;
 use crate::parse::{Parsed, Parser};
@@ -48,6 +49,7 @@ use super::checkpoint::{Checkpoint, CHECKPOINT_KEY};
 use super::health::{Health, Observed};
 use super::merge::{Item, Merge, Next};
 use super::outputs::{OutputPartition, OutputWriter};
+use super::route::Router;
 use super::wire::{self, Channel, LogRecord, TASK_HEADER};
 use super::{ServiceError, ServiceTopics, Stop};
 
@@ -66,11 +68,16 @@ const ASSIGNMENT_CHECK: Duration = Duration::from_secs(1);
 /// How often a long wait of the merge for a channel is logged.
 const MERGE_WAIT_LOG: Duration = Duration::from_secs(30);
 
-/// One partition of the internal log and everything it owns.
+/// One partition of the internal log and everything it owns: the whole engine for its pixels.
 struct StateTask {
     partition: i32,
     engine: Engine,
     parser: Parser,
+    /// Which of a record's events are this task's (the others it only observes).
+    router: Router,
+    owners: Vec<i32>,
+    /// What this task's counters have exported (see `Metrics::observe_stats_of`).
+    exported: Stats,
     /// Highest input offset applied per channel: a record forwarded again is skipped.
     applied: BTreeMap<Channel, i64>,
     /// The channels of the log in event-time order (see `merge`).
@@ -140,8 +147,35 @@ impl StateTask {
                         payload.as_deref(),
                         &mut self.parsed,
                     );
-                    for p in self.parsed.drain(..) {
-                        self.engine.process(p, &mut self.out);
+                    self.router.owners(&self.parsed, origin, &mut self.owners);
+                    for (p, &owner) in self.parsed.drain(..).zip(&self.owners) {
+                        if owner == self.partition {
+                            self.engine.process(p, &mut self.out);
+                        } else if let Some(o) = Observation::of(&p) {
+                            // An Events API body may hold events of other partitions' pixels.
+                            self.engine.observe_elsewhere(
+                                channel.input,
+                                channel.partition,
+                                o,
+                                &mut self.out,
+                            );
+                        }
+                    }
+                    self.applied.insert(channel, origin);
+                }
+            }
+            Item::Observed {
+                origin,
+                observations,
+            } => {
+                if self.applied.get(&channel).is_none_or(|&a| a < origin) {
+                    for o in wire::observations(&observations) {
+                        self.engine.observe_elsewhere(
+                            channel.input,
+                            channel.partition,
+                            o,
+                            &mut self.out,
+                        );
                     }
                     self.applied.insert(channel, origin);
                 }
@@ -156,6 +190,17 @@ impl StateTask {
             Item::CaughtUp => {}
         }
         self.merged.insert(channel, (offset, holds));
+    }
+
+    /// Takes an item through the merge: applied at once when it goes next, else queued.
+    fn pass(&mut self, metrics: &Metrics, offset: i64, channel: Channel, item: Item<'_>) {
+        let engine = &self.engine;
+        let passed = self.merge.pass(offset, channel, item, |c| {
+            engine.channel_highest(c.input, c.partition)
+        });
+        if let Some(item) = passed {
+            self.apply_item(metrics, offset, channel, item);
+        }
     }
 
     fn log_merge_wait(&mut self, channel: Channel) {
@@ -185,7 +230,8 @@ impl StateTask {
     }
 }
 
-/// The state stage of one instance: a consumer of the internal log in the state group.
+/// The state stage of one instance: a consumer of the internal log in the state group, and a
+/// task for each log partition it is assigned.
 pub struct StateStage {
     config: Config,
     topics: ServiceTopics,
@@ -197,7 +243,10 @@ pub struct StateStage {
     /// The group has assigned this instance its partitions (none, possibly) at least once.
     rebalanced_once: bool,
     assignment_checked: Instant,
-    task: Option<StateTask>,
+    tasks: BTreeMap<i32, StateTask>,
+    /// An assigned partition has no task (its restore was interrupted): look again soon.
+    restore_pending: bool,
+    router: Router,
     /// One output producer for every task this instance runs: its records in flight outlive a
     /// dropped task, and are waited for before any restore reads the outputs back.
     outputs: OutputWriter,
@@ -239,7 +288,9 @@ impl StateStage {
             rebalanced,
             rebalanced_once: false,
             assignment_checked: Instant::now(),
-            task: None,
+            tasks: BTreeMap::new(),
+            restore_pending: false,
+            router: Router::new(config.service.state_partitions, &config.orders),
             outputs,
         })
     }
@@ -249,9 +300,6 @@ impl StateStage {
         let _stage = tracing::info_span!("state", group = %self.topics.state_group).entered();
         while !stop.requested() {
             self.follow_assignment(stop)?;
-            let _batch =
-                tracing::debug_span!("batch", partition = self.task.as_ref().map(|t| t.partition))
-                    .entered();
             let mut applied = 0;
             let mut wait = Duration::from_millis(100);
             let mut polled_at = Instant::now();
@@ -262,7 +310,7 @@ impl StateStage {
                         if applied == 0 {
                             polled_at = Instant::now();
                         }
-                        Self::apply(self.task.as_mut(), &self.metrics, &m)?;
+                        Self::apply(self.tasks.get_mut(&m.partition()), &self.metrics, &m)?;
                         applied += 1;
                     }
                     Some(Err(e)) => {
@@ -272,48 +320,51 @@ impl StateStage {
                 }
                 wait = Duration::ZERO;
             }
-            if let Err(e) = self.write_outputs(polled_at, stop) {
-                self.on_task_error(e)?;
-                continue;
-            }
-            let due = self.task.as_ref().is_some_and(|t| {
-                t.last_checkpoint.elapsed() >= self.config.service.commit_interval
-            });
-            if due {
-                if let Err(e) = self.checkpoint(stop) {
-                    self.on_task_error(e)?;
+            let partitions: Vec<i32> = self.tasks.keys().copied().collect();
+            for partition in partitions {
+                let interval = self.config.service.commit_interval;
+                let due = |t: &StateTask| t.last_checkpoint.elapsed() >= interval;
+                let mut result = self.write_outputs(partition, polled_at, stop);
+                if result.is_ok() && self.tasks.get(&partition).is_some_and(due) {
+                    result = self.checkpoint(partition, stop);
+                }
+                if let Err(e) = result {
+                    self.on_task_error(partition, e)?;
                 }
             }
+            self.observe_tasks();
         }
-        if self.task.is_some() {
-            self.write_outputs(Instant::now(), stop)?;
-            self.checkpoint(stop)?;
-            tracing::info!("state checkpointed for shutdown");
+        let partitions: Vec<i32> = self.tasks.keys().copied().collect();
+        for partition in partitions {
+            self.write_outputs(partition, Instant::now(), stop)?;
+            self.checkpoint(partition, stop)?;
+            tracing::info!(partition, "state checkpointed for shutdown");
         }
         Ok(())
     }
 
     /// A task that lost its partition or its changelog producer is dropped; it is restored
     /// again from the changelog if the partition is still ours. Anything else stops the service.
-    fn on_task_error(&mut self, e: ServiceError) -> Result<(), ServiceError> {
+    fn on_task_error(&mut self, partition: i32, e: ServiceError) -> Result<(), ServiceError> {
         match e {
             ServiceError::TaskLost(why) => {
-                tracing::warn!(reason = %why, "state task dropped; it restores from its checkpoint");
-                self.task = None;
+                tracing::warn!(partition, reason = %why, "state task dropped; it restores from its checkpoint");
+                self.tasks.remove(&partition);
+                self.restore_pending = true;
                 Ok(())
             }
             other => Err(other),
         }
     }
 
-    /// Drops a task whose partition was revoked; restores the one assigned. Looks at the
-    /// assignment after a rebalance, while there is no task, and every `ASSIGNMENT_CHECK`:
+    /// Drops the tasks whose partitions were revoked; restores the ones assigned. Looks at the
+    /// assignment after a rebalance, while a task is missing, and every `ASSIGNMENT_CHECK`:
     /// asking for it is a round trip to librdkafka's main thread, a twentieth of this stage's
     /// time when it was asked once per batch.
     fn follow_assignment(&mut self, stop: &Stop) -> Result<(), ServiceError> {
         if self.rebalanced.swap(false, Ordering::Relaxed) {
             self.rebalanced_once = true;
-        } else if self.task.is_some() && self.assignment_checked.elapsed() < ASSIGNMENT_CHECK {
+        } else if !self.restore_pending && self.assignment_checked.elapsed() < ASSIGNMENT_CHECK {
             return Ok(());
         }
         self.assignment_checked = Instant::now();
@@ -326,27 +377,33 @@ impl StateStage {
                 .collect(),
             Err(_) => return Ok(()),
         };
-        if let Some(t) = &self.task {
-            if !assigned.contains(&t.partition) {
-                tracing::info!(partition = t.partition, "state partition revoked");
-                self.task = None;
-                self.metrics.merge_queued.set(0);
+        self.tasks.retain(|partition, _| {
+            let kept = assigned.contains(partition);
+            if !kept {
+                tracing::info!(partition, "state partition revoked");
             }
-        }
-        if self.task.is_none() {
-            if let Some(&partition) = assigned.first() {
-                self.health.set_state_ready(false);
-                match self.restore(partition, stop) {
-                    Ok(task) => self.task = Some(task),
-                    Err(ServiceError::TaskLost(why)) => {
-                        tracing::warn!(partition, reason = %why, "restore interrupted; retrying");
-                        return Ok(());
-                    }
-                    Err(e) => return Err(e),
+            kept
+        });
+        self.restore_pending = false;
+        for &partition in &assigned {
+            if self.tasks.contains_key(&partition) {
+                continue;
+            }
+            self.health.set_state_ready(false);
+            match self.restore(partition, stop) {
+                Ok(task) => {
+                    self.tasks.insert(partition, task);
                 }
+                Err(ServiceError::TaskLost(why)) => {
+                    tracing::warn!(partition, reason = %why, "restore interrupted; retrying");
+                    self.restore_pending = true;
+                }
+                Err(e) => return Err(e),
             }
         }
-        self.health.set_state_ready(self.rebalanced_once);
+        self.observe_tasks();
+        self.health
+            .set_state_ready(self.rebalanced_once && !self.restore_pending);
         Ok(())
     }
 
@@ -364,7 +421,7 @@ impl StateStage {
         )?;
         // Everything this instance wrote must be in the topics before they are read back.
         self.outputs.flush(stop)?;
-        self.outputs.clear_suppressions();
+        self.outputs.clear_suppressions(partition);
         let first_start = checkpoint.is_none();
         let checkpoint = checkpoint.unwrap_or_default();
         let mut frontier = checkpoint.frontier();
@@ -389,7 +446,6 @@ impl StateStage {
             }
         }
         let found = read_own_outputs(&output_reader, &ranges, partition, &mut self.outputs, stop)?;
-        self.metrics.count_from(engine.stats());
         let seconds = started.elapsed().as_secs_f64();
         self.metrics.restores.inc();
         self.metrics.restored_records.inc_by(records);
@@ -406,8 +462,11 @@ impl StateStage {
         );
         let mut task = StateTask {
             partition,
+            exported: engine.stats().clone(),
             engine,
             parser: Parser::new(&self.config.engine, &self.config.orders),
+            router: self.router.clone(),
+            owners: Vec::new(),
             applied: checkpoint.applied(),
             merge: Merge::restored(
                 checkpoint
@@ -505,6 +564,9 @@ impl StateStage {
                     payload: m.payload().map(Cow::Borrowed),
                 },
             ),
+            Ok(LogRecord::Progress) => {
+                return Self::apply_progress(task, metrics, offset, m.payload());
+            }
             Ok(LogRecord::Assigned(channel)) => (channel, Item::Assigned),
             Ok(LogRecord::CaughtUp(channel)) => (channel, Item::CaughtUp),
             Ok(LogRecord::Idle(channel)) => (channel, Item::Idle),
@@ -522,23 +584,55 @@ impl StateStage {
         {
             return Ok(());
         }
-        let engine = &task.engine;
-        let passed = task.merge.pass(offset, channel, item, |c| {
-            engine.channel_highest(c.input, c.partition)
-        });
-        if let Some(item) = passed {
-            task.apply_item(metrics, offset, channel, item);
+        task.pass(metrics, offset, channel, item);
+        task.drain_merge(metrics);
+        Ok(())
+    }
+
+    /// Queues each entry of a progress record in the merge as an item of its own (each is one
+    /// input record's turn in its channel), then applies what the merge lets go. An entry
+    /// applied before a restart is recognised by its origin (the record's log offset is shared
+    /// by its entries, some of which may have been applied and some still queued at the
+    /// checkpoint).
+    fn apply_progress(
+        task: &mut StateTask,
+        metrics: &Metrics,
+        offset: i64,
+        value: Option<&[u8]>,
+    ) -> Result<(), ServiceError> {
+        let entries = match wire::progress_entries(value.unwrap_or_default()) {
+            Ok(entries) => entries,
+            Err(e) => {
+                return Err(ServiceError::Fatal(format!(
+                    "internal log partition {} offset {offset}: {e}",
+                    task.partition
+                )))
+            }
+        };
+        for e in entries {
+            let item = Item::Observed {
+                origin: e.origin,
+                observations: Cow::Borrowed(e.observations),
+            };
+            task.pass(metrics, offset, e.channel, item);
         }
         task.drain_merge(metrics);
         Ok(())
     }
 
-    fn write_outputs(&mut self, polled_at: Instant, stop: &Stop) -> Result<(), ServiceError> {
-        let Some(task) = self.task.as_mut() else {
+    /// Writes the outputs task `partition` produced since the last call.
+    fn write_outputs(
+        &mut self,
+        partition: i32,
+        polled_at: Instant,
+        stop: &Stop,
+    ) -> Result<(), ServiceError> {
+        let Some(task) = self.tasks.get_mut(&partition) else {
             return Ok(());
         };
-        crate::replay::observe(&mut self.metrics, &task.out, &task.engine);
-        self.metrics.merge_queued.set(task.merge.queued() as i64);
+        self.metrics
+            .observe_stats_of(&mut task.exported, task.engine.stats());
+        crate::replay::observe_outputs(&mut self.metrics, &task.out);
         let before = self.outputs.suppressed;
         self.outputs
             .write(&mut task.out, task.partition, polled_at, stop)?;
@@ -548,8 +642,32 @@ impl StateStage {
         Ok(())
     }
 
-    fn checkpoint(&mut self, stop: &Stop) -> Result<(), ServiceError> {
-        let Some(mut task) = self.task.take() else {
+    /// The gauges over every task of this instance: state and accounting added up, the merges'
+    /// queues, the watermarks (the same in every task).
+    fn observe_tasks(&self) {
+        let Some(first) = self.tasks.values().next() else {
+            self.metrics.merge_queued.set(0);
+            return;
+        };
+        let state = self
+            .tasks
+            .values()
+            .map(|t| t.engine.state_size())
+            .reduce(|a, b| a + b)
+            .expect("a task");
+        let accounted = self
+            .tasks
+            .values()
+            .map(|t| t.engine.stats().accounted())
+            .sum();
+        crate::replay::observe_gauges(&self.metrics, &state, accounted, &first.engine);
+        let queued: usize = self.tasks.values().map(|t| t.merge.queued()).sum();
+        self.metrics.merge_queued.set(queued as i64);
+    }
+
+    /// Checkpoints task `partition` if it read anything since its last checkpoint.
+    fn checkpoint(&mut self, partition: i32, stop: &Stop) -> Result<(), ServiceError> {
+        let Some(mut task) = self.tasks.remove(&partition) else {
             return Ok(());
         };
         let result = if task.log_next == task.checkpointed_at {
@@ -558,7 +676,7 @@ impl StateStage {
         } else {
             self.commit(&mut task, stop)
         };
-        self.task = Some(task);
+        self.tasks.insert(partition, task);
         result
     }
 
@@ -835,6 +953,7 @@ fn read_own_outputs(
                 }
                 if wire::header(m.headers(), TASK_HEADER) == Some(task_text.as_str()) {
                     outputs.expect_already_written(
+                        task,
                         &key.0,
                         m.key().unwrap_or_default(),
                         m.payload().unwrap_or_default(),

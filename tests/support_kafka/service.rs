@@ -20,7 +20,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use onecount::config::{KafkaConfig, TopicsConfig};
-use onecount::generate::{generate, GenerateOptions, Line, TrafficSink, Truth, VecSink};
+use onecount::generate::{
+    generate, orders_toml, GenerateOptions, Line, TrafficSink, Truth, VecSink,
+};
 use onecount::kafka::admin::{ensure_topics, input_specs, DEFAULT_TIMEOUT};
 use onecount::kafka::publish::{KafkaSink, PublishOptions, Published};
 use onecount::model::{Input, Money};
@@ -70,6 +72,9 @@ pub struct Setup {
     pub service_brokers: String,
     pub group_id: String,
     pub topics: TopicsConfig,
+    /// `service.state_partitions`: with more than 1, the config also maps the generated shops
+    /// to their pixels (traffic from [`generated_naming_shops`]).
+    pub state_partitions: u32,
     dir: Option<tempfile::TempDir>,
     logs: Mutex<Vec<PathBuf>>,
     instances: AtomicUsize,
@@ -98,10 +103,18 @@ impl Setup {
                 partitions: PARTITIONS,
                 ..TopicsConfig::default()
             },
+            state_partitions: 1,
             dir: Some(tempfile::tempdir().expect("a temp dir")),
             logs: Mutex::new(Vec::new()),
             instances: AtomicUsize::new(0),
         }
+    }
+
+    /// Random names; the state split by pixel over `state_partitions` partitions.
+    pub fn split(prefix: &str, state_partitions: u32) -> Setup {
+        let mut setup = Setup::new(prefix);
+        setup.state_partitions = state_partitions;
+        setup
     }
 
     fn dir(&self) -> &Path {
@@ -124,6 +137,11 @@ impl Setup {
         let static_member = member
             .map(|id| format!("\"group.instance.id\" = \"{id}\"\n"))
             .unwrap_or_default();
+        let orders_tables = if self.state_partitions > 1 {
+            orders_toml()
+        } else {
+            String::new()
+        };
         format!(
             r#"[kafka]
 brokers = "{brokers}"
@@ -144,12 +162,13 @@ idle_timeout = "3s"
 [service]
 commit_interval = "500ms"
 shutdown_timeout = "20s"
+state_partitions = {state_partitions}
 [http]
 listen = "{http}"
 [log]
 format = "json"
 level = "{level}"
-"#,
+{orders_tables}"#,
             brokers = self.service_brokers,
             group = self.group_id,
             browser = t.browser,
@@ -160,6 +179,7 @@ level = "{level}"
             dead_letters = t.dead_letters,
             revenue_windows = t.revenue_windows,
             partitions = t.partitions,
+            state_partitions = self.state_partitions,
             // For digging into a failure: e.g. ONECOUNT_TEST_SERVICE_LOG=onecount=debug.
             level = std::env::var("ONECOUNT_TEST_SERVICE_LOG").unwrap_or_else(|_| "info".into()),
         )
@@ -509,11 +529,24 @@ fn label_block_end(s: &str) -> Option<usize> {
 
 /// The generated traffic of `actions` actions, in memory with each line's key, and its truth.
 pub fn generated(actions: u64, seed: u64) -> (Truth, Traffic) {
-    let opts = GenerateOptions {
+    generated_with(GenerateOptions {
         actions,
         seed,
         ..GenerateOptions::default()
-    };
+    })
+}
+
+/// [`generated`], every order naming its shop, as a state split by pixel needs.
+pub fn generated_naming_shops(actions: u64, seed: u64) -> (Truth, Traffic) {
+    generated_with(GenerateOptions {
+        actions,
+        seed,
+        every_order_names_its_shop: true,
+        ..GenerateOptions::default()
+    })
+}
+
+fn generated_with(opts: GenerateOptions) -> (Truth, Traffic) {
     let mut traffic = Traffic::default();
     let truth = generate(&opts, &mut traffic).expect("generating traffic");
     (truth, traffic)
