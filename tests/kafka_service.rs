@@ -345,6 +345,46 @@ fn state_split_over_three_partitions_and_three_instances() {
 }
 
 #[test]
+fn state_split_survives_kill_9() {
+    let _one = one_at_a_time();
+    let setup = Setup::split("split-crash", 3);
+    setup.create_inputs();
+    let (truth, lines) = generated_naming_shops(20_000, 707);
+    let publisher = publish_gradually(&setup, lines.clone(), 200, Duration::from_millis(250));
+
+    // Two static members: the killed one takes its partitions back when it restarts.
+    let mut steady = setup.start_as("split-steady");
+    steady.wait_ready();
+    let mut crashing = setup.start_as("split-crashing");
+    let mut rng = ChaCha8Rng::seed_from_u64(707);
+    let mut restarted: Vec<Metrics> = Vec::new();
+    for kill in 0..3 {
+        sleep_running(
+            &mut steady,
+            Duration::from_millis(rng.gen_range(5_000..10_000)),
+        );
+        crashing.assert_running();
+        if kill > 0 {
+            restarted.extend(crashing.metrics());
+        }
+        crashing.kill9();
+        crashing = setup.start_as("split-crashing");
+    }
+    publisher.join().expect("the publisher panicked");
+    crashing.wait_ready();
+    setup.wait_for_truth(&truth, Some(&lines), &mut [&mut steady, &mut crashing]);
+    restarted.push(scrape(&crashing));
+    assert!(
+        restarted
+            .iter()
+            .any(|m| m.sum(RESTORED_RECORDS) > 0.0 && m.sum(RESUME_OFFSET) > 0.0),
+        "no restart of the killed instance restored a state partition past offset 0"
+    );
+    stop_cleanly(crashing);
+    stop_cleanly(steady);
+}
+
+#[test]
 fn broker_unreachable_for_20s_then_recovers() {
     let _one = one_at_a_time();
     let (listen, upstream) = proxied_broker();

@@ -113,6 +113,12 @@ mod tests {
     use crate::model::Input;
     use crate::parse::testkit::{parse_with, parser};
 
+    /// An Events API body of pixel PIXA holding an event of PIXB and one that names no event.
+    const MIXED_BODY: &str = r#"{"event_source":"web","event_source_id":"PIXA","data":[
+        {"event":"Purchase","event_id":"1","event_time":1700000000},
+        {"event":"Purchase","event_id":"2","event_time":1700000002,"event_source_id":"PIXB"},
+        {"event_id":"3","event_time":1700000000}]}"#;
+
     fn router(partitions: u32, default_pixel: Option<&str>) -> Router {
         let mut orders = Config::default().orders;
         orders.default_pixel = default_pixel.map(str::to_string);
@@ -142,11 +148,7 @@ mod tests {
     #[test]
     fn the_events_of_a_body_go_with_their_own_pixels() {
         let r = router(16, None);
-        let body = r#"{"event_source":"web","event_source_id":"PIXA","data":[
-            {"event":"Purchase","event_id":"1","event_time":1700000000},
-            {"event":"Purchase","event_id":"2","event_time":1700000000,"event_source_id":"PIXB"},
-            {"event_id":"3","event_time":1700000000}]}"#;
-        let got = owners(&r, Input::Server, body, 5);
+        let got = owners(&r, Input::Server, MIXED_BODY, 5);
         let (a, b) = (r.of_pixel("PIXA"), r.of_pixel("PIXB"));
         assert_ne!(a, b, "pick pixels that differ in partition");
         assert_eq!(got.len(), 3);
@@ -171,11 +173,7 @@ mod tests {
     #[test]
     fn a_record_goes_to_its_owners_and_the_others_get_its_event_times() {
         let r = router(16, None);
-        let body = r#"{"event_source":"web","event_source_id":"PIXA","data":[
-            {"event":"Purchase","event_id":"1","event_time":1700000000},
-            {"event":"Purchase","event_id":"2","event_time":1700000002,"event_source_id":"PIXB"},
-            {"event_id":"3","event_time":1700000000}]}"#;
-        let parsed = parse_with(&parser(), Input::Server, body.as_bytes());
+        let parsed = parse_with(&parser(), Input::Server, MIXED_BODY.as_bytes());
         assert!(matches!(parsed[2], Parsed::DeadLetter(_)));
         let route = r.route(&parsed, 5);
         let mut owners = vec![r.of_pixel("PIXA"), r.of_pixel("PIXB")];
