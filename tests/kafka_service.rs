@@ -385,6 +385,28 @@ fn state_split_survives_kill_9() {
 }
 
 #[test]
+fn another_state_partition_count_for_a_running_group_is_refused() {
+    let _one = one_at_a_time();
+    let mut setup = Setup::split("resplit", 3);
+    setup.create_inputs();
+    let mut first = setup.start();
+    first.wait_ready();
+    stop_cleanly(first);
+    // The same group with another count: its pixels' state is where the old count put it.
+    setup.state_partitions = 1;
+    let mut second = setup.start();
+    let status = second
+        .wait_exit(Duration::from_secs(60))
+        .unwrap_or_else(|| panic!("{} did not stop", second.name()));
+    assert!(!status.success(), "{} exited with {status}", second.name());
+    let log = second.log_tail(20);
+    assert!(
+        log.contains("has 3 partitions but service.state_partitions is 1"),
+        "the log says why:\n{log}"
+    );
+}
+
+#[test]
 fn broker_unreachable_for_20s_then_recovers() {
     let _one = one_at_a_time();
     let (listen, upstream) = proxied_broker();
