@@ -219,7 +219,7 @@ mod tests {
                 merge.next(|c| h.get(&c).copied())
             };
             match next {
-                Next::Item(_, c, Item::Record { origin, .. }) => {
+                Next::Item(_, c, Item::Record { origin, .. } | Item::Observed { origin, .. }) => {
                     let t = times[&(c, origin)];
                     let e = highest.entry(c).or_insert(t);
                     *e = (*e).max(t);
@@ -297,13 +297,18 @@ mod tests {
     }
 
     /// What the log brings in one step of the property below: a channel (0-2) and an item
-    /// (0: record with the given event time, 1: assigned, 2: caught up, 3: idle).
+    /// (0: record with the given event time, 1: assigned, 2: caught up, 3: idle, 4: another
+    /// state partition's record, observed).
     fn item_of(kind: u8, origin: i64) -> Item<'static> {
         match kind {
             0 => record(origin),
             1 => Item::Assigned,
             2 => Item::CaughtUp,
-            _ => Item::Idle,
+            3 => Item::Idle,
+            _ => Item::Observed {
+                origin,
+                observations: Cow::Borrowed(&[]),
+            },
         }
     }
 
@@ -311,7 +316,7 @@ mod tests {
         /// `pass` (apply at once what would go next, else queue) is `push` then `next`.
         #[test]
         fn passing_an_item_through_is_pushing_it_and_taking_the_next(
-            steps in proptest::collection::vec((0..3i32, 0..4u8, 0..50i64), 0..60)
+            steps in proptest::collection::vec((0..3i32, 0..5u8, 0..50i64), 0..60)
         ) {
             let channels = [ch(Input::Browser, 0), ch(Input::Server, 0), ch(Input::Orders, 0)];
             let mut times = BTreeMap::new();
@@ -329,7 +334,7 @@ mod tests {
                 let h = &h_passed;
                 let mut applied = Vec::new();
                 let given = passed.pass(offset, channel, item_of(kind, offset), |c| h.get(&c).copied());
-                if let Some(Item::Record { origin, .. }) = given {
+                if let Some(Item::Record { origin, .. } | Item::Observed { origin, .. }) = given {
                     let t = times[&(channel, origin)];
                     let e = h_passed.entry(channel).or_insert(t);
                     *e = (*e).max(t);

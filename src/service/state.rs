@@ -385,6 +385,7 @@ impl StateStage {
             kept
         });
         self.restore_pending = false;
+        let mut restored = false;
         for &partition in &assigned {
             if self.tasks.contains_key(&partition) {
                 continue;
@@ -393,6 +394,7 @@ impl StateStage {
             match self.restore(partition, stop) {
                 Ok(task) => {
                     self.tasks.insert(partition, task);
+                    restored = true;
                 }
                 Err(ServiceError::TaskLost(why)) => {
                     tracing::warn!(partition, reason = %why, "restore interrupted; retrying");
@@ -400,6 +402,11 @@ impl StateStage {
                 }
                 Err(e) => return Err(e),
             }
+        }
+        if restored {
+            // One per round of restores, however many partitions it took: a rebalance that
+            // hands an instance four partitions is not a restore loop (OnecountRestoreLoop).
+            self.metrics.restores.inc();
         }
         self.observe_tasks();
         self.health
@@ -447,7 +454,6 @@ impl StateStage {
         }
         let found = read_own_outputs(&output_reader, &ranges, partition, &mut self.outputs, stop)?;
         let seconds = started.elapsed().as_secs_f64();
-        self.metrics.restores.inc();
         self.metrics.restored_records.inc_by(records);
         self.metrics.restore_duration.observe(seconds);
         self.metrics.resume_offset.set(checkpoint.log_offset);
