@@ -1,8 +1,9 @@
 //! The internal log's record format: what ingest writes and the state task reads.
 //!
 //! Owns: the headers that carry a record's origin (input, partition, offset) or mark a channel
-//! idle, and the format version. Must not: parse payloads (the state task parses them with the
-//! same parser `replay` uses, so the service and replay read input identically).
+//! idle, the format version, and the value of progress records. Must not: parse input payloads
+//! (the state task parses them with the same parser `replay` uses, so the service and replay
+//! read input identically).
 //!
 //! A record of the log is the input record as it came (its value, or none for a tombstone) plus
 //! headers. Keeping the original bytes means ingest is a cheap forwarder and a crash replay is
