@@ -462,7 +462,7 @@ impl Metrics {
     /// below what was exported, and processes the records after it again: the counters stay
     /// where they are until the engine passes the mark, so those records are not counted twice
     /// and no counter ever goes back. The first look in a process exports the totals the state
-    /// was restored with, unless [`Metrics::count_from`] was told them.
+    /// was restored with.
     pub fn observe_stats(&mut self, stats: &Stats) {
         let mut marks = std::mem::take(&mut self.high_water);
         self.apply_stats(&mut marks, stats, true);
@@ -470,21 +470,20 @@ impl Metrics {
     }
 
     /// [`Metrics::observe_stats`] for one of several engines that share these metrics (the
-    /// service's state tasks): each keeps its own high-water marks, `marks`, so the counters
-    /// add up what every engine counted.
+    /// service's state partitions): each has its own high-water marks, `marks`, kept by the
+    /// caller across restores of its state, so the counters add up what every engine counted.
     pub fn observe_stats_of(&mut self, marks: &mut Stats, stats: &Stats) {
         self.apply_stats(marks, stats, true);
     }
 
-    /// Raises the high-water marks to `stats` without exporting them: the service calls it
-    /// with the totals a state was restored with, so its counters count what this process
-    /// did, from 0, as Prometheus counters do. Exported instead, a restart would show the
-    /// whole restored history as one burst (its checkpoint lies a little behind what the
-    /// previous process exported, which `rate()` reads as a counter reset).
-    pub fn count_from(&mut self, stats: &Stats) {
-        let mut marks = std::mem::take(&mut self.high_water);
-        self.apply_stats(&mut marks, stats, false);
-        self.high_water = marks;
+    /// Raises the high-water marks `marks` to `stats` without exporting them: the service
+    /// calls it with the totals a state partition was restored with, so its counters count
+    /// what this process did, from 0, as Prometheus counters do. Exported instead, a restart
+    /// would show the whole restored history as one burst (its checkpoint lies a little behind
+    /// what the previous process exported, which `rate()` reads as a counter reset). Marks
+    /// only rise: a partition restored again in the same process keeps what it exported.
+    pub fn count_from(&mut self, marks: &mut Stats, stats: &Stats) {
+        self.apply_stats(marks, stats, false);
     }
 
     fn apply_stats(&mut self, marks: &mut Stats, stats: &Stats, export: bool) {
@@ -727,10 +726,27 @@ mod tests {
     #[test]
     fn a_new_process_counts_only_what_it_adds_to_the_state_it_restored() {
         let mut m = Metrics::new(DEFAULT_MAX_PIXELS, &[]);
-        m.count_from(&stats_at(10));
+        let mut marks = Stats::default();
+        m.count_from(&mut marks, &stats_at(10));
         assert_eq!(counts(&m, PIXEL), [0; 7]);
-        m.observe_stats(&stats_at(13));
+        m.observe_stats_of(&mut marks, &stats_at(13));
         assert_eq!(counts(&m, PIXEL), [3; 7]);
+        // Restored again in this process, to a checkpoint at 11: what is processed again
+        // up to 13 was exported already; only what passes it counts.
+        m.count_from(&mut marks, &stats_at(11));
+        m.observe_stats_of(&mut marks, &stats_at(13));
+        assert_eq!(counts(&m, PIXEL), [3; 7]);
+        m.observe_stats_of(&mut marks, &stats_at(14));
+        assert_eq!(counts(&m, PIXEL), [4; 7]);
+    }
+
+    #[test]
+    fn engines_with_their_own_marks_add_up() {
+        let mut m = Metrics::new(DEFAULT_MAX_PIXELS, &[]);
+        let (mut a, mut b) = (Stats::default(), Stats::default());
+        m.observe_stats_of(&mut a, &stats_at(5));
+        m.observe_stats_of(&mut b, &stats_at(2));
+        assert_eq!(counts(&m, PIXEL), [7; 7]);
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::path::Path;
 use serde_json::Value;
 
 use onecount::config::Config;
+use onecount::engine::watermark::Channel;
 use onecount::engine::{Engine, Observation, Outputs};
 use onecount::generate::{generate_to_dir, orders_toml, GenerateOptions, Truth};
 use onecount::model::Input;
@@ -120,7 +121,7 @@ impl Run {
                 if q as i32 == owner {
                     engine.process(p.clone(), &mut self.split_out);
                 } else if let Some(o) = observation {
-                    engine.observe_elsewhere(input, 0, o, &mut self.split_out);
+                    engine.observe_elsewhere(Channel::new(input, 0), o, &mut self.split_out);
                 }
             }
             self.single.process(p, &mut self.single_out);

@@ -301,8 +301,7 @@ impl Engine {
     /// moves nothing; a dead letter or tombstone has no observation at all.
     pub fn observe_elsewhere(
         &mut self,
-        input: Input,
-        partition: i32,
+        channel: Channel,
         observation: Observation,
         out: &mut Outputs,
     ) {
@@ -310,8 +309,7 @@ impl Engine {
             Observation::Event(time) if self.is_late(time) => return,
             Observation::Event(time) | Observation::Order(time) => time,
         };
-        self.watermarks
-            .observe(Channel::new(input, partition), time);
+        self.watermarks.observe(channel, time);
         self.fire_timers(out);
     }
 

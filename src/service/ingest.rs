@@ -5,7 +5,7 @@
 //! for `engine.idle_timeout`, and committing input offsets only for records the log has
 //! acknowledged. With the state split over several log partitions (`route`), it forwards a
 //! record to the partitions of its pixels and sends the others its event times (progress
-//! records), in order per channel. Must not: decide anything the engine decides. A crash here
+//! records), each partition in forward order. Must not: decide anything the engine decides. A crash here
 //! forwards some records again; the state stage recognises them by origin.
 //!
 //! Why a log in between: the state stage must see one fixed order of records, so that after a
@@ -27,11 +27,12 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::config::Config;
+use crate::engine::Observation;
 use crate::kafka::client::{
     cached_high_watermark, consumer_config, create_with_context, producer_config,
 };
 use crate::kafka::delivery::DeliveryTally;
-use crate::model::{Input, Record};
+use crate::model::Input;
 use crate::parse::{Parsed, Parser};
 
 use super::align::{Aligner, Flow, InputPartition, Next};
@@ -135,7 +136,9 @@ struct Forwarder {
     max_in_flight: usize,
     router: Router,
     /// Per state partition: progress entries not sent yet. Sent before anything else goes to
-    /// that partition, so each partition gets what concerns it in the order it was forwarded.
+    /// that partition, so each partition gets what concerns it in the order it was forwarded,
+    /// and at the end of every forwarding pass: empty between passes, so a commit or the
+    /// shutdown never runs ahead of it.
     progress: BTreeMap<i32, Vec<u8>>,
 }
 
@@ -302,7 +305,6 @@ impl Ingest {
             }
         }
         // Shutdown: everything forwarded is acknowledged, then committed.
-        self.fwd.send_progress()?;
         while self.fwd.producer.context().in_flight() > 0 {
             self.fwd.producer.poll(POLL_WAIT);
             self.fwd.check_failures()?;
@@ -518,11 +520,7 @@ impl Ingest {
         let time = self
             .parsed
             .drain(..)
-            .filter_map(|p| match p {
-                Parsed::Record(Record::Event(e)) => Some(e.event_time),
-                Parsed::Record(Record::Order(o)) => Some(o.changed_at),
-                _ => None,
-            })
+            .filter_map(|p| Observation::of(&p).map(Observation::time))
             .max();
         (time, route)
     }
@@ -595,11 +593,9 @@ impl Ingest {
         if self.fwd.pending.is_empty() {
             return;
         }
-        // An offset is committed only behind the progress its records owe other partitions.
-        if let Err(e) = self.fwd.send_progress() {
-            tracing::warn!(error = %e, "sending progress before a commit; retried at the next interval");
-            return;
-        }
+        // An offset is committed only behind the progress its records owe other partitions:
+        // every forwarding pass ends by sending it.
+        debug_assert!(self.fwd.progress.is_empty());
         if self.fwd.producer.flush(wait).is_err() || self.fwd.producer.context().in_flight() > 0 {
             return;
         }
@@ -716,22 +712,25 @@ impl Forwarder {
 
     /// Sends the progress pending for state partition `partition`.
     fn send_partition_progress(&mut self, partition: i32) -> Result<(), ServiceError> {
-        let Some(value) = self.progress.remove(&partition) else {
-            return Ok(());
-        };
+        match self.progress.remove(&partition) {
+            Some(value) => self.send_progress_value(partition, &value),
+            None => Ok(()),
+        }
+    }
+
+    fn send_progress_value(&self, partition: i32, value: &[u8]) -> Result<(), ServiceError> {
         self.send(
             BaseRecord::to(&self.log)
                 .partition(partition)
                 .headers(progress_headers())
-                .payload(value.as_slice()),
+                .payload(value),
         )
     }
 
     /// Sends all pending progress.
     fn send_progress(&mut self) -> Result<(), ServiceError> {
-        let pending: Vec<i32> = self.progress.keys().copied().collect();
-        for partition in pending {
-            self.send_partition_progress(partition)?;
+        for (partition, value) in std::mem::take(&mut self.progress) {
+            self.send_progress_value(partition, &value)?;
         }
         Ok(())
     }

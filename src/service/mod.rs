@@ -196,9 +196,9 @@ fn ensure_service_topics(config: &Config, topics: &ServiceTopics) -> Result<(), 
     // One log and changelog partition per state task: the state is split by pixel over them.
     let state_partitions = config.service.state_partitions as usize;
     let mut log = TopicSpec::repartition(&topics.log, t);
-    log.partitions = config.service.state_partitions as i32;
+    log.partitions = state_partitions as i32;
     let mut changelog = TopicSpec::changelog(&topics.changelog, t);
-    changelog.partitions = config.service.state_partitions as i32;
+    changelog.partitions = state_partitions as i32;
     specs.push(log);
     specs.push(changelog);
     let runtime = tokio::runtime::Builder::new_current_thread()

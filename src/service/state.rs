@@ -76,8 +76,6 @@ struct StateTask {
     /// Which of a record's events are this task's (the others it only observes).
     router: Router,
     owners: Vec<i32>,
-    /// What this task's counters have exported (see `Metrics::observe_stats_of`).
-    exported: Stats,
     /// Highest input offset applied per channel: a record forwarded again is skipped.
     applied: BTreeMap<Channel, i64>,
     /// The channels of the log in event-time order (see `merge`).
@@ -136,49 +134,40 @@ impl StateTask {
         self.merge_wait = None;
         let holds = item.holds();
         match item {
-            Item::Record { origin, payload } => {
-                if self.applied.get(&channel).is_some_and(|&a| a >= origin) {
+            Item::Record { origin, .. } | Item::Observed { origin, .. }
+                if self.applied.get(&channel).is_some_and(|&a| a >= origin) =>
+            {
+                if matches!(item, Item::Record { .. }) {
                     metrics.replayed_records.inc();
-                } else {
-                    self.parser.parse(
-                        channel.input,
-                        channel.partition,
-                        origin,
-                        payload.as_deref(),
-                        &mut self.parsed,
-                    );
-                    self.router.owners(&self.parsed, origin, &mut self.owners);
-                    for (p, &owner) in self.parsed.drain(..).zip(&self.owners) {
-                        if owner == self.partition {
-                            self.engine.process(p, &mut self.out);
-                        } else if let Some(o) = Observation::of(&p) {
-                            // An Events API body may hold events of other partitions' pixels.
-                            self.engine.observe_elsewhere(
-                                channel.input,
-                                channel.partition,
-                                o,
-                                &mut self.out,
-                            );
-                        }
-                    }
-                    self.applied.insert(channel, origin);
                 }
+            }
+            Item::Record { origin, payload } => {
+                self.parser.parse(
+                    channel.input,
+                    channel.partition,
+                    origin,
+                    payload.as_deref(),
+                    &mut self.parsed,
+                );
+                self.router.owners(&self.parsed, origin, &mut self.owners);
+                for (p, &owner) in self.parsed.drain(..).zip(&self.owners) {
+                    if owner == self.partition {
+                        self.engine.process(p, &mut self.out);
+                    } else if let Some(o) = Observation::of(&p) {
+                        // An Events API body may hold events of other partitions' pixels.
+                        self.engine.observe_elsewhere(channel, o, &mut self.out);
+                    }
+                }
+                self.applied.insert(channel, origin);
             }
             Item::Observed {
                 origin,
                 observations,
             } => {
-                if self.applied.get(&channel).is_none_or(|&a| a < origin) {
-                    for o in wire::observations(&observations) {
-                        self.engine.observe_elsewhere(
-                            channel.input,
-                            channel.partition,
-                            o,
-                            &mut self.out,
-                        );
-                    }
-                    self.applied.insert(channel, origin);
+                for o in wire::observations(&observations) {
+                    self.engine.observe_elsewhere(channel, o, &mut self.out);
                 }
+                self.applied.insert(channel, origin);
             }
             Item::Assigned => self
                 .engine
@@ -244,6 +233,10 @@ pub struct StateStage {
     rebalanced_once: bool,
     assignment_checked: Instant,
     tasks: BTreeMap<i32, StateTask>,
+    /// What the counters have exported per state partition (`Metrics::observe_stats_of`).
+    /// Outlives its task: a partition restored again in this process goes back to its
+    /// checkpoint, and what it processes again must not be counted twice.
+    exported: BTreeMap<i32, Stats>,
     /// An assigned partition has no task (its restore was interrupted): look again soon.
     restore_pending: bool,
     router: Router,
@@ -289,6 +282,7 @@ impl StateStage {
             rebalanced_once: false,
             assignment_checked: Instant::now(),
             tasks: BTreeMap::new(),
+            exported: BTreeMap::new(),
             restore_pending: false,
             router: Router::new(config.service.state_partitions, &config.orders),
             outputs,
@@ -453,6 +447,8 @@ impl StateStage {
             }
         }
         let found = read_own_outputs(&output_reader, &ranges, partition, &mut self.outputs, stop)?;
+        let exported = self.exported.entry(partition).or_default();
+        self.metrics.count_from(exported, engine.stats());
         let seconds = started.elapsed().as_secs_f64();
         self.metrics.restored_records.inc_by(records);
         self.metrics.restore_duration.observe(seconds);
@@ -468,7 +464,6 @@ impl StateStage {
         );
         let mut task = StateTask {
             partition,
-            exported: engine.stats().clone(),
             engine,
             parser: Parser::new(&self.config.engine, &self.config.orders),
             router: self.router.clone(),
@@ -636,8 +631,8 @@ impl StateStage {
         let Some(task) = self.tasks.get_mut(&partition) else {
             return Ok(());
         };
-        self.metrics
-            .observe_stats_of(&mut task.exported, task.engine.stats());
+        let exported = self.exported.entry(partition).or_default();
+        self.metrics.observe_stats_of(exported, task.engine.stats());
         crate::replay::observe_outputs(&mut self.metrics, &task.out);
         let before = self.outputs.suppressed;
         self.outputs
