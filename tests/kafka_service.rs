@@ -340,6 +340,126 @@ fn state_split_over_three_partitions_and_three_instances() {
     }
 }
 
+/// A partition of an input that no instance has been assigned yet (its consumer is away, or a
+/// rebalance is under way while the others forward their backlog) holds the state as one
+/// reader of every partition would: its records, when they come, are not late. Here a member
+/// of the ingest group that forwards nothing holds some input partitions while the instance
+/// forwards all the others, then leaves.
+#[test]
+fn a_partition_no_instance_was_assigned_yet_holds_the_state() {
+    let _one = one_at_a_time();
+    let setup = Setup::split("unassigned", 3);
+    setup.create_inputs();
+    let (truth, lines) = generated_naming_shops(20_000, 707);
+    publish_all(&setup, lines.clone());
+    let inputs = [
+        setup.topics.browser.clone(),
+        setup.topics.server.clone(),
+        setup.topics.orders.clone(),
+    ];
+
+    // The silent member joins first, so the instance joins a group that already holds some
+    // of the partitions.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (held_tx, held_rx) = std::sync::mpsc::channel();
+    let silent = {
+        let (stop, group, inputs) = (stop.clone(), setup.group_id.clone(), inputs.clone());
+        std::thread::spawn(move || {
+            let member: BaseConsumer = ClientConfig::new()
+                .set("bootstrap.servers", support_kafka::bootstrap())
+                .set("group.id", &group)
+                .set("enable.auto.commit", "false")
+                .set("session.timeout.ms", "6000")
+                .create()
+                .expect("a consumer");
+            let names: Vec<&str> = inputs.iter().map(String::as_str).collect();
+            member.subscribe(&names).expect("subscribing");
+            let mut reported = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                // Polled only to stay in the group: what it reads is dropped, nothing is
+                // committed.
+                let _ = member.poll(Duration::from_millis(100));
+                let held: Vec<(String, i32)> = member
+                    .assignment()
+                    .map(|tpl| {
+                        tpl.elements()
+                            .iter()
+                            .map(|e| (e.topic().to_string(), e.partition()))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                if held != reported {
+                    held_tx.send(held.clone()).expect("the test listens");
+                    reported = held;
+                }
+            }
+            // Dropped: it leaves the group, and the instance is given what it held.
+        })
+    };
+    let first = held_rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the silent member joined");
+    assert_eq!(first.len(), 9, "alone, the silent member holds every input partition");
+
+    let mut service = setup.start();
+    service.wait_ready();
+    // After the rebalance the silent member keeps a share (the range assignor gives each of
+    // two members part of every topic).
+    let held = loop {
+        let held = held_rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the rebalance reached the silent member");
+        if !held.is_empty() && held.len() < 9 {
+            break held;
+        }
+    };
+    // The instance forwards every partition the silent member does not hold, to its end.
+    let reader: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", support_kafka::bootstrap())
+        .set("group.id", &setup.group_id)
+        .create()
+        .expect("a consumer");
+    let mut forwarded = rdkafka::TopicPartitionList::new();
+    let mut ends = std::collections::HashMap::new();
+    for topic in &inputs {
+        for p in 0..support_kafka::partition_count(topic) as i32 {
+            if !held.contains(&(topic.clone(), p)) {
+                forwarded.add_partition(topic, p);
+                let (_, high) = reader
+                    .fetch_watermarks(topic, p, Duration::from_secs(10))
+                    .expect("watermarks");
+                ends.insert((topic.clone(), p), high);
+            }
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let committed = reader
+            .committed_offsets(forwarded.clone(), Duration::from_secs(10))
+            .expect("committed offsets");
+        let done = committed.elements().iter().all(|e| {
+            let end = ends[&(e.topic().to_string(), e.partition())];
+            e.offset() == rdkafka::Offset::Offset(end)
+        });
+        if done {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the instance did not forward its partitions: {committed:?}"
+        );
+        service.assert_running();
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Whatever the state has applied meanwhile, the silent member's partitions now join: the
+    // outputs must be what one reader of every partition gives.
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    silent.join().expect("the silent member panicked");
+    setup.wait_for_truth(&truth, Some(&lines), &mut [&mut service]);
+    assert_accounted(&service, &truth);
+    stop_cleanly(service);
+}
+
 #[test]
 fn state_split_survives_kill_9() {
     let _one = one_at_a_time();

@@ -43,6 +43,7 @@ use crate::engine::stats::Stats;
 use crate::engine::{Engine, Observation, Outputs};
 use crate::kafka::client::{consumer_config, create, create_with_context, producer_config};
 use crate::metrics::Metrics;
+use crate::model::Input;
 use crate::parse::{Parsed, Parser};
 
 use super::checkpoint::{Checkpoint, CHECKPOINT_KEY};
@@ -462,6 +463,21 @@ impl StateStage {
             seconds,
             "state restored"
         );
+        // Every input partition the checkpoint has not seen in the log holds the merge and the
+        // watermark from the start, as each file does in `replay`: until its owner's ingest
+        // forwards it (or says it is caught up or idle), records of the partitions forwarded
+        // first must not overtake it. Learning of a partition only from the log would let
+        // every other partition's backlog through while it has no owner yet (a member joining
+        // during a rebalance, the group's first assignment), and make its own records late.
+        let merged = checkpoint.merged();
+        let unseen = input_channels(&reader, &self.config)?
+            .into_iter()
+            .filter(|c| !merged.contains_key(c))
+            .collect::<Vec<_>>();
+        let mut engine = engine;
+        for c in &unseen {
+            engine.register_channel(c.input, c.partition);
+        }
         let mut task = StateTask {
             partition,
             engine,
@@ -470,13 +486,13 @@ impl StateStage {
             owners: Vec::new(),
             applied: checkpoint.applied(),
             merge: Merge::restored(
-                checkpoint
-                    .merged
+                merged
                     .iter()
-                    .filter(|m| m.holds)
-                    .map(|m| m.channel()),
+                    .filter(|(_, (_, holds))| *holds)
+                    .map(|(c, _)| *c)
+                    .chain(unseen),
             ),
-            merged: checkpoint.merged(),
+            merged,
             merge_wait: None,
             frontier,
             epoch: checkpoint.epoch,
@@ -805,6 +821,22 @@ fn partitions_of(reader: &Reader, topic: &str) -> Result<Vec<i32>, ServiceError>
         .iter()
         .flat_map(|t| t.partitions().iter().map(|p| p.id()))
         .collect())
+}
+
+/// Every partition of the three inputs, as a channel.
+fn input_channels(reader: &Reader, config: &Config) -> Result<Vec<Channel>, ServiceError> {
+    let t = &config.topics;
+    let mut channels = Vec::new();
+    for (input, topic) in [
+        (Input::Browser, &t.browser),
+        (Input::Server, &t.server),
+        (Input::Orders, &t.orders),
+    ] {
+        for p in partitions_of(reader, topic)? {
+            channels.push(Channel::new(input, p));
+        }
+    }
+    Ok(channels)
 }
 
 /// A consumer outside any group that reads partitions to their end.
