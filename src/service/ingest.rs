@@ -321,6 +321,16 @@ impl Ingest {
     /// before letting the watermark pass them.
     fn follow_assignment(&mut self) -> Result<(), ServiceError> {
         if self.revoked.swap(false, Ordering::Relaxed) {
+            // Each partition let go holds the state again until its next owner forwards it:
+            // after a caught-up or idle marker it would not, and the instances still forwarding
+            // until they notice the rebalance would run ahead of the records published to it
+            // meanwhile. (The next owner announces it too, but only once the group has
+            // settled: seconds later.)
+            for key in &self.assigned {
+                if let Some(channel) = self.fwd.channel(&key.0, key.1) {
+                    self.fwd.marker(LogRecord::Assigned(channel))?;
+                }
+            }
             // Whatever is assigned now is new, even a partition given back at once.
             self.assigned.clear();
             self.known.clear();
