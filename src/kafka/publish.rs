@@ -22,7 +22,7 @@ use crate::generate::{generate, GenerateOptions, Line, TrafficSink, Truth};
 
 use super::admin::{self, AdminError, TopicStatus};
 use super::client::{create_with_context, producer_config, ClientError, DEFAULT_MAX_IN_FLIGHT};
-use super::delivery::DeliveryTally;
+use super::delivery::{DeliveryTally, REPORT_POLL};
 
 /// How a [`KafkaSink`] bounds and finishes its produces.
 #[derive(Debug, Clone)]
@@ -119,9 +119,6 @@ pub struct KafkaSink {
     failure: Option<PublishError>,
 }
 
-/// How long one wait for acknowledgements blocks at most.
-const POLL_WAIT: Duration = Duration::from_millis(50);
-
 impl KafkaSink {
     /// A producer to `topics`' three inputs (which must exist: see [`admin::ensure_topics`]).
     pub fn new(
@@ -178,7 +175,7 @@ impl KafkaSink {
         // The application's bound: wait for acknowledgements before adding more.
         while self.deliveries().in_flight() >= self.opts.max_in_flight {
             self.in_flight_waits += 1;
-            self.producer.poll(POLL_WAIT);
+            self.producer.poll(REPORT_POLL);
             self.check_failures()?;
         }
         let topic = &self.topics[input as usize];
@@ -196,7 +193,7 @@ impl KafkaSink {
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                     self.queue_full_waits += 1;
                     record = back;
-                    self.producer.poll(POLL_WAIT);
+                    self.producer.poll(REPORT_POLL);
                     self.check_failures()?;
                 }
                 Err((e, _)) => {

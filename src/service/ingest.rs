@@ -31,7 +31,7 @@ use crate::engine::Observation;
 use crate::kafka::client::{
     cached_high_watermark, consumer_config, create_with_context, producer_config,
 };
-use crate::kafka::delivery::DeliveryTally;
+use crate::kafka::delivery::{DeliveryTally, REPORT_POLL};
 use crate::model::Input;
 use crate::parse::{Parsed, Parser};
 
@@ -306,7 +306,7 @@ impl Ingest {
         }
         // Shutdown: everything forwarded is acknowledged, then committed.
         while self.fwd.producer.context().in_flight() > 0 {
-            self.fwd.producer.poll(POLL_WAIT);
+            self.fwd.producer.poll(REPORT_POLL);
             self.fwd.check_failures()?;
             stop.check_deadline()?;
         }
@@ -751,7 +751,7 @@ impl Forwarder {
                 Ok(()) => break,
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                     record = back;
-                    self.producer.poll(POLL_WAIT);
+                    self.producer.poll(REPORT_POLL);
                 }
                 Err((e, _)) => {
                     return Err(ServiceError::Fatal(format!(

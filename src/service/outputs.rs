@@ -22,7 +22,7 @@ use crate::config::Config;
 use crate::engine::Outputs;
 use crate::jsonl;
 use crate::kafka::client::{create_with_context, producer_config, ClientError};
-use crate::kafka::delivery::DeliveryTally;
+use crate::kafka::delivery::{DeliveryTally, REPORT_POLL};
 
 use super::wire::output_headers;
 use super::{ServiceError, Stop};
@@ -81,9 +81,6 @@ impl ProducerContext for Deliveries {
         }
     }
 }
-
-/// How long one wait for acknowledgements blocks before checking for a stop.
-const POLL_WAIT: Duration = Duration::from_millis(50);
 
 /// The output producer of one state task.
 pub struct OutputWriter {
@@ -223,7 +220,7 @@ impl OutputWriter {
             }
         }
         while self.producer.context().tally.in_flight() >= self.max_in_flight {
-            self.producer.poll(POLL_WAIT);
+            self.producer.poll(REPORT_POLL);
             self.check_failures()?;
             stop.check_deadline()?;
         }
@@ -236,7 +233,7 @@ impl OutputWriter {
                 Ok(()) => break,
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                     record = back;
-                    self.producer.poll(POLL_WAIT);
+                    self.producer.poll(REPORT_POLL);
                     self.check_failures()?;
                     stop.check_deadline()?;
                 }
@@ -263,7 +260,7 @@ impl OutputWriter {
     /// task's last acknowledged record in each output partition it wrote to.
     pub fn flush(&mut self, stop: &Stop) -> Result<BTreeMap<OutputPartition, i64>, ServiceError> {
         while self.producer.context().tally.in_flight() > 0 {
-            self.producer.poll(POLL_WAIT);
+            self.producer.poll(REPORT_POLL);
             self.check_failures()?;
             stop.check_deadline()?;
         }

@@ -42,6 +42,7 @@ use crate::engine::changelog::ChangelogEntry;
 use crate::engine::stats::Stats;
 use crate::engine::{Engine, Observation, Outputs};
 use crate::kafka::client::{consumer_config, create, create_with_context, producer_config};
+use crate::kafka::delivery::REPORT_POLL;
 use crate::metrics::Metrics;
 use crate::model::Input;
 use crate::parse::{Parsed, Parser};
@@ -804,7 +805,7 @@ fn send_retrying(
             Ok(()) => return Ok(()),
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                 record = back;
-                producer.poll(Duration::from_millis(50));
+                producer.poll(REPORT_POLL);
                 stop.check_deadline()?;
             }
             Err((e, _)) => return Err(ServiceError::TaskLost(format!("changelog write: {e}"))),
