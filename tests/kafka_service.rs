@@ -30,7 +30,7 @@ use serde_json::Value;
 use support_kafka::proxy::{proxied_broker, Proxy};
 use support_kafka::service::{
     generated, generated_naming_shops, http_get, one_at_a_time, parse_metrics, publish_all,
-    publish_gradually, truth_differences, Metrics, Outputs, Service, Setup,
+    publish_gradually, truth_differences, Metrics, Outputs, Service, Setup, Traffic,
 };
 
 /// How long a SIGTERMed instance may take to exit: the configured `shutdown_timeout` (20 s)
@@ -340,31 +340,25 @@ fn state_split_over_three_partitions_and_three_instances() {
     }
 }
 
-/// A partition of an input that no instance has been assigned yet (its consumer is away, or a
-/// rebalance is under way while the others forward their backlog) holds the state as one
-/// reader of every partition would: its records, when they come, are not late. Here a member
-/// of the ingest group that forwards nothing holds some input partitions while the instance
-/// forwards all the others, then leaves.
-#[test]
-fn a_partition_no_instance_was_assigned_yet_holds_the_state() {
-    let _one = one_at_a_time();
-    let setup = Setup::split("unassigned", 3);
-    setup.create_inputs();
-    let (truth, lines) = generated_naming_shops(20_000, 707);
-    publish_all(&setup, lines.clone());
-    let inputs = [
-        setup.topics.browser.clone(),
-        setup.topics.server.clone(),
-        setup.topics.orders.clone(),
-    ];
+/// A member of the service's ingest group that forwards nothing: it holds its share of the
+/// input partitions away from the instances until it leaves.
+struct SilentMember {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+    assignments: std::sync::mpsc::Receiver<Vec<(String, i32)>>,
+}
 
-    // The silent member joins first, so the instance joins a group that already holds some
-    // of the partitions.
-    let stop = Arc::new(AtomicBool::new(false));
-    let (held_tx, held_rx) = std::sync::mpsc::channel();
-    let silent = {
-        let (stop, group, inputs) = (stop.clone(), setup.group_id.clone(), inputs.clone());
-        std::thread::spawn(move || {
+impl SilentMember {
+    fn join(setup: &Setup) -> SilentMember {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tx, assignments) = std::sync::mpsc::channel();
+        let inputs = [
+            setup.topics.browser.clone(),
+            setup.topics.server.clone(),
+            setup.topics.orders.clone(),
+        ];
+        let (stopped, group) = (stop.clone(), setup.group_id.clone());
+        let thread = std::thread::spawn(move || {
             let member: BaseConsumer = ClientConfig::new()
                 .set("bootstrap.servers", support_kafka::bootstrap())
                 .set("group.id", &group)
@@ -375,45 +369,59 @@ fn a_partition_no_instance_was_assigned_yet_holds_the_state() {
             let names: Vec<&str> = inputs.iter().map(String::as_str).collect();
             member.subscribe(&names).expect("subscribing");
             let mut reported = Vec::new();
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
                 // Polled only to stay in the group: what it reads is dropped, nothing is
                 // committed.
                 let _ = member.poll(Duration::from_millis(100));
-                let held: Vec<(String, i32)> = member
-                    .assignment()
-                    .map(|tpl| {
-                        tpl.elements()
-                            .iter()
-                            .map(|e| (e.topic().to_string(), e.partition()))
-                            .collect()
-                    })
-                    .unwrap_or_default();
+                let held = input_partitions_of(&member);
                 if held != reported {
-                    held_tx.send(held.clone()).expect("the test listens");
+                    let _ = tx.send(held.clone());
                     reported = held;
                 }
             }
-            // Dropped: it leaves the group, and the instance is given what it held.
-        })
-    };
-    let first = held_rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("the silent member joined");
-    assert_eq!(first.len(), 9, "alone, the silent member holds every input partition");
-
-    let mut service = setup.start();
-    service.wait_ready();
-    // After the rebalance the silent member keeps a share (the range assignor gives each of
-    // two members part of every topic).
-    let held = loop {
-        let held = held_rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("the rebalance reached the silent member");
-        if !held.is_empty() && held.len() < 9 {
-            break held;
+            // Dropped: it leaves the group, and the instances are given what it held.
+        });
+        SilentMember {
+            stop,
+            thread,
+            assignments,
         }
-    };
-    // The instance forwards every partition the silent member does not hold, to its end.
+    }
+
+    /// Its next assignment that `wanted` accepts.
+    fn holding(&self, wanted: impl Fn(&[(String, i32)]) -> bool) -> Vec<(String, i32)> {
+        loop {
+            let held = self
+                .assignments
+                .recv_timeout(Duration::from_secs(60))
+                .expect("the silent member was assigned partitions");
+            if wanted(&held) {
+                return held;
+            }
+        }
+    }
+
+    fn leave(self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().expect("the silent member panicked");
+    }
+}
+
+fn input_partitions_of(consumer: &BaseConsumer) -> Vec<(String, i32)> {
+    consumer
+        .assignment()
+        .map(|tpl| {
+            tpl.elements()
+                .iter()
+                .map(|e| (e.topic().to_string(), e.partition()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Waits until the service's ingest group has committed every input partition but `except` to
+/// its end: everything in them is in the log.
+fn wait_forwarded(setup: &Setup, service: &mut Service, except: &[(String, i32)]) {
     let reader: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", support_kafka::bootstrap())
         .set("group.id", &setup.group_id)
@@ -421,9 +429,13 @@ fn a_partition_no_instance_was_assigned_yet_holds_the_state() {
         .expect("a consumer");
     let mut forwarded = rdkafka::TopicPartitionList::new();
     let mut ends = std::collections::HashMap::new();
-    for topic in &inputs {
+    for topic in [
+        &setup.topics.browser,
+        &setup.topics.server,
+        &setup.topics.orders,
+    ] {
         for p in 0..support_kafka::partition_count(topic) as i32 {
-            if !held.contains(&(topic.clone(), p)) {
+            if !except.contains(&(topic.clone(), p)) {
                 forwarded.add_partition(topic, p);
                 let (_, high) = reader
                     .fetch_watermarks(topic, p, Duration::from_secs(10))
@@ -442,7 +454,7 @@ fn a_partition_no_instance_was_assigned_yet_holds_the_state() {
             e.offset() == rdkafka::Offset::Offset(end)
         });
         if done {
-            break;
+            return;
         }
         assert!(
             Instant::now() < deadline,
@@ -451,11 +463,72 @@ fn a_partition_no_instance_was_assigned_yet_holds_the_state() {
         service.assert_running();
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// A partition of an input that no instance has been assigned yet (its consumer is away, or a
+/// rebalance is under way while the others forward their backlog) holds the state as one
+/// reader of every partition would: its records, when they come, are not late. Here a member
+/// of the ingest group that forwards nothing holds some input partitions while the instance
+/// forwards all the others, then leaves.
+#[test]
+fn a_partition_no_instance_was_assigned_yet_holds_the_state() {
+    let _one = one_at_a_time();
+    let setup = Setup::split("unassigned", 3);
+    setup.create_inputs();
+    let (truth, lines) = generated_naming_shops(20_000, 707);
+    publish_all(&setup, lines.clone());
+
+    // The silent member joins first, so the instance joins a group that already holds some
+    // of the partitions.
+    let silent = SilentMember::join(&setup);
+    silent.holding(|held| held.len() == 9);
+    let mut service = setup.start();
+    service.wait_ready();
+    // After the rebalance the silent member keeps a share (the range assignor gives each of
+    // two members part of every topic).
+    let held = silent.holding(|held| !held.is_empty() && held.len() < 9);
+    wait_forwarded(&setup, &mut service, &held);
     // Whatever the state has applied meanwhile, the silent member's partitions now join: the
     // outputs must be what one reader of every partition gives.
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    silent.join().expect("the silent member panicked");
+    silent.leave();
     setup.wait_for_truth(&truth, Some(&lines), &mut [&mut service]);
+    assert_accounted(&service, &truth);
+    stop_cleanly(service);
+}
+
+/// A partition taken from an instance in a rebalance holds the state until its next owner
+/// forwards it, even when it was caught up (quiet, read to its end) before: records published
+/// to it meanwhile must not find the others' records applied past them. Here a silent member
+/// takes some partitions from the instance after the first half of the traffic, keeps them
+/// while the second half is published and the instance forwards its own share, then leaves.
+#[test]
+fn a_partition_taken_in_a_rebalance_holds_the_state_until_forwarded_again() {
+    let _one = one_at_a_time();
+    let setup = Setup::new("taken");
+    setup.create_inputs();
+    let (truth, traffic) = generated(20_000, 808);
+    let half = traffic.lines.len() / 2;
+    publish_all(
+        &setup,
+        Traffic {
+            lines: traffic.lines[..half].to_vec(),
+        },
+    );
+
+    let mut service = setup.start();
+    service.wait_ready();
+    wait_forwarded(&setup, &mut service, &[]);
+    let silent = SilentMember::join(&setup);
+    let held = silent.holding(|held| !held.is_empty());
+    publish_all(
+        &setup,
+        Traffic {
+            lines: traffic.lines[half..].to_vec(),
+        },
+    );
+    wait_forwarded(&setup, &mut service, &held);
+    silent.leave();
+    setup.wait_for_truth(&truth, Some(&traffic), &mut [&mut service]);
     assert_accounted(&service, &truth);
     stop_cleanly(service);
 }
