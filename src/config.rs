@@ -409,6 +409,11 @@ pub struct ServiceConfig {
     /// group (a pixel's state lives in its partition); more than 1 needs
     /// `orders.default_pixel`, so that every order change reaches one pixel's partition.
     pub state_partitions: u32,
+    /// Internal-log items a state task's merge may hold back while it waits for an input
+    /// partition behind them in event time (they hold the records' bytes: about 1 KB each).
+    /// Past it the wait is given up: the others go ahead, and outcomes may differ from
+    /// `replay`'s (counted in `onecount_merge_waits_given_up_total`).
+    pub merge_queue_limit: usize,
 }
 
 /// The most state partitions a group may have (each is a changelog partition, a transactional
@@ -422,6 +427,7 @@ impl Default for ServiceConfig {
             shutdown_timeout: Duration::from_secs(30),
             max_in_flight: 10_000,
             state_partitions: 1,
+            merge_queue_limit: 100_000,
         }
     }
 }
@@ -548,6 +554,7 @@ pub const ENV_SETTINGS: &[(&str, EnvKind)] = &[
     ("service.shutdown_timeout", EnvKind::Text),
     ("service.max_in_flight", EnvKind::Integer),
     ("service.state_partitions", EnvKind::Integer),
+    ("service.merge_queue_limit", EnvKind::Integer),
     ("log.format", EnvKind::Text),
     ("log.level", EnvKind::Text),
 ];
@@ -800,6 +807,9 @@ impl Config {
         }
         if s.max_in_flight == 0 {
             return invalid("service.max_in_flight", "must be greater than 0");
+        }
+        if s.merge_queue_limit == 0 {
+            return invalid("service.merge_queue_limit", "must be greater than 0");
         }
         if s.state_partitions == 0 || s.state_partitions > MAX_STATE_PARTITIONS {
             return invalid(
@@ -1386,6 +1396,10 @@ listen = "127.0.0.1:9464"
             ),
             ("[topics]\nretention = \"0s\"\n", "topics.retention"),
             ("[engine]\nidle_timeout = \"0s\"\n", "engine.idle_timeout"),
+            (
+                "[service]\nmerge_queue_limit = 0\n",
+                "service.merge_queue_limit",
+            ),
             (
                 "[service]\nstate_partitions = 0\n",
                 "service.state_partitions",

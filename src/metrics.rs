@@ -150,6 +150,7 @@ pub struct Metrics {
     pub outputs_suppressed: IntCounter,
     pub replayed_records: IntCounter,
     pub merge_queued: IntGauge,
+    pub merge_waits_given_up: IntCounterVec,
     pub broker_up: IntGauge,
     /// The highest value each counter has exported, per key of the engine's accounting (only
     /// the counts are used): each look exports only what a count rises above its mark.
@@ -255,6 +256,18 @@ impl Metrics {
                  partition behind them in event time.",
             ),
         );
+        let merge_waits_given_up = counter(
+            &r,
+            "onecount_merge_waits_given_up_total",
+            "Times a state task's merge gave up waiting for an input partition with \
+             service.merge_queue_limit items held back: the others went ahead of it, and \
+             outcomes may differ from replay's.",
+            &["input"],
+        );
+        // At 0 from the start: an alert sees the first give-up as an increase.
+        for input in Input::ALL {
+            merge_waits_given_up.with_label_values(&[input.as_str()]);
+        }
         let broker_up = register(
             &r,
             IntGauge::new(
@@ -396,6 +409,7 @@ impl Metrics {
             outputs_suppressed,
             replayed_records,
             merge_queued,
+            merge_waits_given_up,
             broker_up,
             registry: r,
             pixels: PixelLabels::new(max_pixels, configured_pixels),

@@ -533,6 +533,57 @@ fn a_partition_taken_in_a_rebalance_holds_the_state_until_forwarded_again() {
     stop_cleanly(service);
 }
 
+/// A merge waits for a partition nobody forwards only up to `service.merge_queue_limit` items:
+/// then it lets the others go ahead, says so and counts it (bounded memory over exactness),
+/// and every record is still accounted for once the partition comes.
+#[test]
+fn a_merge_gives_up_waiting_at_its_queue_limit() {
+    let _one = one_at_a_time();
+    let mut setup = Setup::new("give-up");
+    setup.merge_queue_limit = Some(1000);
+    setup.create_inputs();
+    let (truth, traffic) = generated(5_000, 909);
+    publish_all(&setup, traffic);
+
+    let silent = SilentMember::join(&setup);
+    silent.holding(|held| held.len() == 9);
+    let mut service = setup.start();
+    service.wait_ready();
+    let held = silent.holding(|held| !held.is_empty() && held.len() < 9);
+    wait_forwarded(&setup, &mut service, &held);
+    // The instance's partitions are in the log, several thousand records: past the limit.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while scrape(&service).sum("onecount_merge_waits_given_up_total") == 0.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the merge never gave up waiting: {}",
+            service.log_tail(20)
+        );
+        service.assert_running();
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        service
+            .log_tail(200)
+            .contains("gave up waiting for an input partition"),
+        "the give-up is in the log: {}",
+        service.log_tail(20)
+    );
+    silent.leave();
+    let total = truth.input_records.total as f64;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while scrape(&service).sum("onecount_accounted_records") != total {
+        assert!(
+            Instant::now() < deadline,
+            "not every input record was accounted for: {} of {total}",
+            scrape(&service).sum("onecount_accounted_records")
+        );
+        service.assert_running();
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    stop_cleanly(service);
+}
+
 #[test]
 fn state_split_survives_kill_9() {
     let _one = one_at_a_time();

@@ -61,9 +61,6 @@ const ROUND_TRIP: Duration = Duration::from_secs(30);
 const REVOKE_FLUSH: Duration = Duration::from_secs(30);
 /// Messages applied before their outputs are written and metrics brought up to date.
 const BATCH: usize = 512;
-/// Items the merge may queue while it waits for a channel; past it the wait is given up
-/// (outcomes may then differ from `replay`'s, as with a stream read out of order).
-const MAX_MERGE_QUEUED: usize = 100_000;
 /// How often the assignment is looked at without a rebalance in between (a safety net: a
 /// rebalance sets a flag).
 const ASSIGNMENT_CHECK: Duration = Duration::from_secs(1);
@@ -82,6 +79,10 @@ struct StateTask {
     applied: BTreeMap<Channel, i64>,
     /// The channels of the log in event-time order (see `merge`).
     merge: Merge,
+    /// Items the merge may queue while it waits for a channel (`service.merge_queue_limit`);
+    /// past it the wait is given up (outcomes may then differ from `replay`'s, as with a
+    /// stream read out of order).
+    merge_queue_limit: usize,
     /// Per channel, the log offset of its last applied item and whether it then held.
     merged: BTreeMap<Channel, (i64, bool)>,
     /// Since when, and last logged when, the merge waits for a channel.
@@ -112,7 +113,7 @@ impl StateTask {
                 Next::Item(offset, channel, item) => {
                     self.apply_item(metrics, offset, channel, item);
                 }
-                Next::Wait(channel) if self.merge.queued() >= MAX_MERGE_QUEUED => {
+                Next::Wait(channel) if self.merge.queued() >= self.merge_queue_limit => {
                     tracing::warn!(
                         input = channel.input.as_str(),
                         partition = channel.partition,
@@ -120,6 +121,10 @@ impl StateTask {
                         "gave up waiting for an input partition in the internal log; the \
                          others go ahead of it"
                     );
+                    metrics
+                        .merge_waits_given_up
+                        .with_label_values(&[channel.input.as_str()])
+                        .inc();
                     self.merge.release(channel);
                 }
                 Next::Wait(channel) => {
@@ -494,6 +499,7 @@ impl StateStage {
                     .chain(unseen),
             ),
             merged,
+            merge_queue_limit: self.config.service.merge_queue_limit,
             merge_wait: None,
             frontier,
             epoch: checkpoint.epoch,

@@ -75,6 +75,8 @@ pub struct Setup {
     /// `service.state_partitions`: with more than 1, the config also maps the generated shops
     /// to their pixels (traffic from [`generated_naming_shops`]).
     pub state_partitions: u32,
+    /// `service.merge_queue_limit`, when not the default.
+    pub merge_queue_limit: Option<usize>,
     dir: Option<tempfile::TempDir>,
     logs: Mutex<Vec<PathBuf>>,
     instances: AtomicUsize,
@@ -104,6 +106,7 @@ impl Setup {
                 ..TopicsConfig::default()
             },
             state_partitions: 1,
+            merge_queue_limit: None,
             dir: Some(tempfile::tempdir().expect("a temp dir")),
             logs: Mutex::new(Vec::new()),
             instances: AtomicUsize::new(0),
@@ -137,6 +140,10 @@ impl Setup {
         let static_member = member
             .map(|id| format!("\"group.instance.id\" = \"{id}\"\n"))
             .unwrap_or_default();
+        let merge_queue_limit = self
+            .merge_queue_limit
+            .map(|n| format!("merge_queue_limit = {n}\n"))
+            .unwrap_or_default();
         let orders_tables = if self.state_partitions > 1 {
             orders_toml()
         } else {
@@ -163,7 +170,7 @@ idle_timeout = "3s"
 commit_interval = "500ms"
 shutdown_timeout = "20s"
 state_partitions = {state_partitions}
-[http]
+{merge_queue_limit}[http]
 listen = "{http}"
 [log]
 format = "json"

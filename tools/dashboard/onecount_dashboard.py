@@ -522,12 +522,18 @@ def build() -> dash_m.Dashboard:
             "After restores, last hour: outputs recognised as already written (not written "
             "twice) and input records forwarded again and skipped; the log offset each "
             "instance resumed from; and what the state task holds back in its merge while an "
-            "input partition's records are on their way (a rebalance, a slow instance).",
+            "input partition's records are on their way (a rebalance, a slow instance); waits "
+            "it gave up at service.merge_queue_limit (alert OnecountMergeGaveUp).",
             [
                 query("sum(increase(onecount_outputs_suppressed_total[1h]))", "suppressed", "A"),
                 query("sum(increase(onecount_replayed_records_total[1h]))", "replayed", "B"),
                 query("max(onecount_resume_offset)", "resume offset", "C"),
                 query("max(onecount_merge_queued_records)", "held in merge", "D"),
+                query(
+                    "sum(increase(onecount_merge_waits_given_up_total[1h]))",
+                    "merge waits given up",
+                    "E",
+                ),
             ],
             "short",
             width=4,
