@@ -465,6 +465,33 @@ fn wait_forwarded(setup: &Setup, service: &mut Service, except: &[(String, i32)]
     }
 }
 
+/// A silent member holding every input partition, then an instance joining beside it: after
+/// the rebalance the silent member keeps a share (the range assignor gives each of two members
+/// part of every topic). The instance, the member and what it holds.
+fn instance_beside_silent_member(setup: &Setup) -> (Service, SilentMember, Vec<(String, i32)>) {
+    let silent = SilentMember::join(setup);
+    silent.holding(|held| held.len() == 9);
+    let mut service = setup.start();
+    service.wait_ready();
+    let held = silent.holding(|held| !held.is_empty() && held.len() < 9);
+    (service, silent, held)
+}
+
+/// The silent member leaves, the instance takes its partitions over, and the outputs must be
+/// the truth.
+fn leave_then_expect_truth(
+    setup: &Setup,
+    silent: SilentMember,
+    mut service: Service,
+    truth: &Truth,
+    traffic: &Traffic,
+) {
+    silent.leave();
+    setup.wait_for_truth(truth, Some(traffic), &mut [&mut service]);
+    assert_accounted(&service, truth);
+    stop_cleanly(service);
+}
+
 /// A partition of an input that no instance has been assigned yet (its consumer is away, or a
 /// rebalance is under way while the others forward their backlog) holds the state as one
 /// reader of every partition would: its records, when they come, are not late. Here a member
@@ -478,22 +505,11 @@ fn a_partition_no_instance_was_assigned_yet_holds_the_state() {
     let (truth, lines) = generated_naming_shops(20_000, 707);
     publish_all(&setup, lines.clone());
 
-    // The silent member joins first, so the instance joins a group that already holds some
-    // of the partitions.
-    let silent = SilentMember::join(&setup);
-    silent.holding(|held| held.len() == 9);
-    let mut service = setup.start();
-    service.wait_ready();
-    // After the rebalance the silent member keeps a share (the range assignor gives each of
-    // two members part of every topic).
-    let held = silent.holding(|held| !held.is_empty() && held.len() < 9);
+    let (mut service, silent, held) = instance_beside_silent_member(&setup);
     wait_forwarded(&setup, &mut service, &held);
     // Whatever the state has applied meanwhile, the silent member's partitions now join: the
     // outputs must be what one reader of every partition gives.
-    silent.leave();
-    setup.wait_for_truth(&truth, Some(&lines), &mut [&mut service]);
-    assert_accounted(&service, &truth);
-    stop_cleanly(service);
+    leave_then_expect_truth(&setup, silent, service, &truth, &lines);
 }
 
 /// A partition taken from an instance in a rebalance holds the state until its next owner
@@ -527,10 +543,7 @@ fn a_partition_taken_in_a_rebalance_holds_the_state_until_forwarded_again() {
         },
     );
     wait_forwarded(&setup, &mut service, &held);
-    silent.leave();
-    setup.wait_for_truth(&truth, Some(&traffic), &mut [&mut service]);
-    assert_accounted(&service, &truth);
-    stop_cleanly(service);
+    leave_then_expect_truth(&setup, silent, service, &truth, &traffic);
 }
 
 /// A merge waits for a partition nobody forwards only up to `service.merge_queue_limit` items:
@@ -545,11 +558,7 @@ fn a_merge_gives_up_waiting_at_its_queue_limit() {
     let (truth, traffic) = generated(5_000, 909);
     publish_all(&setup, traffic);
 
-    let silent = SilentMember::join(&setup);
-    silent.holding(|held| held.len() == 9);
-    let mut service = setup.start();
-    service.wait_ready();
-    let held = silent.holding(|held| !held.is_empty() && held.len() < 9);
+    let (mut service, silent, held) = instance_beside_silent_member(&setup);
     wait_forwarded(&setup, &mut service, &held);
     // The instance's partitions are in the log, several thousand records: past the limit.
     let deadline = Instant::now() + Duration::from_secs(60);

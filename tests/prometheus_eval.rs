@@ -145,6 +145,10 @@ const IN_A_DEMO: &[(&str, InDemo)] = &[
         InDemo::Zero("the state task's merge of the internal log: a file run has no log"),
     ),
     (
+        "onecount_merge_waits_given_up_total",
+        InDemo::Zero("the state task's merge of the internal log: a file run has no log"),
+    ),
+    (
         "onecount_broker_up",
         InDemo::Zero("set from the Kafka clients' statistics: a file run has no broker"),
     ),
