@@ -15,14 +15,13 @@ use std::time::{Duration, Instant};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::util::Timeout;
 
 use crate::config::{Config, KafkaConfig, TopicsConfig};
 use crate::generate::{generate, GenerateOptions, Line, TrafficSink, Truth};
 
 use super::admin::{self, AdminError, TopicStatus};
 use super::client::{create_with_context, producer_config, ClientError, DEFAULT_MAX_IN_FLIGHT};
-use super::delivery::{DeliveryTally, REPORT_POLL};
+use super::delivery::{wait_for_reports, DeliveryTally, REPORT_POLL};
 
 /// How a [`KafkaSink`] bounds and finishes its produces.
 #[derive(Debug, Clone)]
@@ -228,11 +227,13 @@ impl KafkaSink {
 
     /// Flushes, then checks that every record sent was acknowledged.
     pub fn finish(self) -> Result<PublishReport, PublishError> {
-        let flushed = self.producer.flush(Timeout::After(self.opts.flush_timeout));
+        wait_for_reports(&self.producer, self.opts.flush_timeout, || {
+            self.deliveries().in_flight() == 0
+        });
         self.check_failures()?;
         let d = self.deliveries();
         let unacknowledged = d.in_flight();
-        if flushed.is_err() || unacknowledged > 0 {
+        if unacknowledged > 0 {
             return Err(PublishError::Flush {
                 unacknowledged,
                 waited: self.opts.flush_timeout,

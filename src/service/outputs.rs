@@ -22,7 +22,7 @@ use crate::config::Config;
 use crate::engine::Outputs;
 use crate::jsonl;
 use crate::kafka::client::{create_with_context, producer_config, ClientError};
-use crate::kafka::delivery::{DeliveryTally, REPORT_POLL};
+use crate::kafka::delivery::{wait_for_reports, DeliveryTally, REPORT_POLL};
 
 use super::wire::output_headers;
 use super::{ServiceError, Stop};
@@ -138,7 +138,8 @@ impl OutputWriter {
         let producer = self.producer.clone();
         Box::new(move || {
             let pending = producer.context().tally.in_flight();
-            if pending > 0 && producer.flush(wait).is_err() {
+            let acked = || producer.context().tally.in_flight() == 0;
+            if pending > 0 && !wait_for_reports(&producer, wait, acked) {
                 tracing::warn!(pending, "outputs still in flight at a revocation");
             }
         })
