@@ -17,6 +17,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::model::Input;
+
 /// The whole configuration. Every table is optional.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -351,6 +353,15 @@ impl Default for TopicsConfig {
 }
 
 impl TopicsConfig {
+    /// The topic of `input`.
+    pub fn input(&self, input: Input) -> &str {
+        match input {
+            Input::Browser => &self.browser,
+            Input::Server => &self.server,
+            Input::Orders => &self.orders,
+        }
+    }
+
     /// `(field, topic name)` of the three inputs.
     pub fn inputs(&self) -> [(&'static str, &str); 3] {
         [

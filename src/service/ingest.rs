@@ -181,14 +181,10 @@ impl Ingest {
                 before_revoke: Some(Box::new(move || on_revoke.store(true, Ordering::Relaxed))),
             },
         )?;
-        let t = &config.topics;
-        let inputs: HashMap<String, Input> = [
-            (t.browser.clone(), Input::Browser),
-            (t.server.clone(), Input::Server),
-            (t.orders.clone(), Input::Orders),
-        ]
-        .into_iter()
-        .collect();
+        let inputs: HashMap<String, Input> = Input::ALL
+            .into_iter()
+            .map(|i| (config.topics.input(i).to_string(), i))
+            .collect();
         let names: Vec<&str> = inputs.keys().map(String::as_str).collect();
         consumer
             .subscribe(&names)

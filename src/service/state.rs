@@ -420,7 +420,7 @@ impl StateStage {
         let started = Instant::now();
         let changelog = self.changelog_producer(partition, stop)?;
         let reader = self.reader("read_committed")?;
-        let (engine, checkpoint, records) = read_changelog(
+        let (mut engine, checkpoint, records) = read_changelog(
             &self.config,
             &reader,
             &self.topics.changelog,
@@ -480,7 +480,6 @@ impl StateStage {
             .into_iter()
             .filter(|c| !merged.contains_key(c))
             .collect::<Vec<_>>();
-        let mut engine = engine;
         for c in &unseen {
             engine.register_channel(c.input, c.partition);
         }
@@ -832,14 +831,9 @@ fn partitions_of(reader: &Reader, topic: &str) -> Result<Vec<i32>, ServiceError>
 
 /// Every partition of the three inputs, as a channel.
 fn input_channels(reader: &Reader, config: &Config) -> Result<Vec<Channel>, ServiceError> {
-    let t = &config.topics;
     let mut channels = Vec::new();
-    for (input, topic) in [
-        (Input::Browser, &t.browser),
-        (Input::Server, &t.server),
-        (Input::Orders, &t.orders),
-    ] {
-        for p in partitions_of(reader, topic)? {
+    for input in Input::ALL {
+        for p in partitions_of(reader, config.topics.input(input))? {
             channels.push(Channel::new(input, p));
         }
     }
