@@ -30,19 +30,19 @@ use crate::config::{EngineConfig, OrdersConfig};
 use crate::model::{DeadLetter, DeadLetterReason, Input, Position, Record, FORMAT_VERSION};
 
 /// What one input record became: records (a server body may hold several events) and dead
-/// letters (a body may hold bad events beside good ones). Not boxed: nearly every output is a
-/// record, and boxing it would cost an allocation per event.
-#[allow(clippy::large_enum_variant)]
+/// letters (a body may hold bad events beside good ones).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Parsed {
     Record(Record),
     DeadLetter(DeadLetter),
 }
 
-/// Parses input records for one configuration. Cheap to share; holds no state between records.
+/// Parses input records for one configuration. Holds no state between records that changes
+/// what they parse to (a memo of the last order schema only saves reading it again).
 pub struct Parser {
     engine: EngineConfig,
     orders: OrdersConfig,
+    schemas: order::SchemaMemo,
 }
 
 /// An error that dead-letters a record: its reason, and (`Display`) the detail, which names the
@@ -139,6 +139,7 @@ impl Parser {
         Parser {
             engine: engine.clone(),
             orders: orders.clone(),
+            schemas: order::SchemaMemo::default(),
         }
     }
 
@@ -190,10 +191,12 @@ impl Parser {
         match input {
             Input::Browser => event::parse_browser(text, &mut sink),
             Input::Server => event::parse_server(text, &mut sink),
-            Input::Orders => match order::parse_order(text, &self.orders, sink.position(0)) {
-                Ok(record) => sink.record(record),
-                Err(e) => sink.reject(0, &e),
-            },
+            Input::Orders => {
+                match order::parse_order(text, &self.orders, &self.schemas, sink.position(0)) {
+                    Ok(record) => sink.record(record),
+                    Err(e) => sink.reject(0, &e),
+                }
+            }
         }
     }
 }
@@ -222,7 +225,7 @@ pub(crate) mod testkit {
     #[track_caller]
     pub fn event(input: Input, text: &str) -> Event {
         match one(parse(input, text)) {
-            Parsed::Record(Record::Event(e)) => e,
+            Parsed::Record(Record::Event(e)) => *e,
             other => panic!("expected an event, got {other:?}"),
         }
     }

@@ -33,6 +33,7 @@
 //! in precise mode).
 
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::fmt;
 
 use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
@@ -214,10 +215,58 @@ enum TotalSchema {
     Other,
 }
 
+/// The last few `schema`s envelopes carried and what each says of the total column in each
+/// section. A connector with schemas on sends the same schema with every record of a table,
+/// and reading it took more than half of such an order's parse. A new schema (a migration, a
+/// second connector on the topic) takes the place of the one seen longest ago.
+#[derive(Debug, Default)]
+pub(crate) struct SchemaMemo(RefCell<Vec<Memo>>);
+
+/// How many distinct schemas [`SchemaMemo`] keeps.
+const SCHEMAS_KEPT: usize = 8;
+
+#[derive(Debug)]
+struct Memo {
+    schema: String,
+    /// By section: `after`, `before`, a plain row's `""`.
+    totals: [Option<TotalSchema>; 3],
+}
+
+impl SchemaMemo {
+    fn total(
+        &self,
+        schema: &str,
+        section: &str,
+        read: impl FnOnce() -> TotalSchema,
+    ) -> TotalSchema {
+        let index = match section {
+            "after" => 0,
+            "before" => 1,
+            _ => 2,
+        };
+        let mut memos = self.0.borrow_mut();
+        let at = match memos.iter().position(|m| m.schema == schema) {
+            Some(at) => at,
+            None => {
+                if memos.len() == SCHEMAS_KEPT {
+                    memos.remove(0);
+                }
+                memos.push(Memo {
+                    schema: schema.to_owned(),
+                    totals: [None; 3],
+                });
+                memos.len() - 1
+            }
+        };
+        *memos[at].totals[index].get_or_insert_with(read)
+    }
+}
+
 /// Reads one order record (never empty: the caller checked). See the module header.
 pub(crate) fn parse_order(
     text: &str,
     config: &OrdersConfig,
+    schemas: &SchemaMemo,
     position: Position,
 ) -> Result<Record, OrderError> {
     let top = match Entries::read(text)? {
@@ -236,6 +285,7 @@ pub(crate) fn parse_order(
     let reader = Reader {
         config,
         schema,
+        schemas,
         debezium: false,
     };
     if envelope.has("op") {
@@ -298,6 +348,7 @@ fn scalar(raw: Option<&RawValue>) -> Result<Option<Scalar<'_>>, JsonError> {
 struct Reader<'c> {
     config: &'c OrdersConfig,
     schema: Option<&'c RawValue>,
+    schemas: &'c SchemaMemo,
     debezium: bool,
 }
 
@@ -533,31 +584,36 @@ impl Reader<'_> {
     /// What the schema says about column `name` of `section` (`after`, `before`, or `""` for a
     /// plain row whose schema lists its columns directly).
     fn total_schema(&self, section: &str, name: &str) -> TotalSchema {
-        let Some(schema) = self.schema else {
-            return TotalSchema::Unknown;
-        };
-        let Ok(Obj::Ok(root)) = serde_json::from_str::<Obj<SchemaNode<'_>>>(schema.get()) else {
-            return TotalSchema::Unknown;
-        };
-        let struct_fields = children(&root)
-            .find(|n| is_named(&n.field, section) && n.fields.is_some())
-            .map_or(&root, |n| n);
-        let column = children(struct_fields).find(|n| is_named(&n.field, name));
-        let kind = match column {
+        match self.schema {
             None => TotalSchema::Unknown,
-            Some(node)
-                if is_named(&node.name, CONNECT_DECIMAL) || is_named(&node.kind, "bytes") =>
-            {
-                let scale = match &node.parameters {
-                    Some(Obj::Ok(p)) => p.scale.as_ref().and_then(scale_of),
-                    _ => None,
-                };
-                TotalSchema::Decimal(scale)
-            }
-            Some(_) => TotalSchema::Other,
-        };
-        kind
+            Some(schema) => self.schemas.total(schema.get(), section, || {
+                read_total_schema(schema, section, name)
+            }),
+        }
     }
+}
+
+/// What `schema` says about column `name` of `section`.
+fn read_total_schema(schema: &RawValue, section: &str, name: &str) -> TotalSchema {
+    let Ok(Obj::Ok(root)) = serde_json::from_str::<Obj<SchemaNode<'_>>>(schema.get()) else {
+        return TotalSchema::Unknown;
+    };
+    let struct_fields = children(&root)
+        .find(|n| is_named(&n.field, section) && n.fields.is_some())
+        .map_or(&root, |n| n);
+    let column = children(struct_fields).find(|n| is_named(&n.field, name));
+    let kind = match column {
+        None => TotalSchema::Unknown,
+        Some(node) if is_named(&node.name, CONNECT_DECIMAL) || is_named(&node.kind, "bytes") => {
+            let scale = match &node.parameters {
+                Some(Obj::Ok(p)) => p.scale.as_ref().and_then(scale_of),
+                _ => None,
+            };
+            TotalSchema::Decimal(scale)
+        }
+        Some(_) => TotalSchema::Other,
+    };
+    kind
 }
 
 /// `result`, or, when `lenient`, `None` in place of an error.
@@ -744,6 +800,32 @@ mod tests {
         assert_eq!(o.lsn, Some(24_023_928));
         assert_eq!(o.changed_at, UPDATED);
         assert_eq!(o.created_at, Some(CREATED));
+    }
+
+    #[test]
+    fn each_record_is_read_with_its_own_schema() {
+        // One parser, schemas changing between records (a column's scale migrated, and back):
+        // the memo of the last schema must not carry a scale over to a record that says
+        // otherwise.
+        let p = parser();
+        let payload = envelope("c", "null", &row(r#""Oo4=""#), "24023928");
+        let scale_3 = PRECISE.replace(r#""scale":"2""#, r#""scale":"3""#);
+        let totals: Vec<_> = [PRECISE, &scale_3, PRECISE]
+            .into_iter()
+            .map(|total_type| order_with(&p, &wrapped(total_type, &payload)).total)
+            .collect();
+        assert_eq!(
+            totals,
+            [
+                Some(Money(149_900_000)),
+                Some(Money(14_990_000)),
+                Some(Money(149_900_000))
+            ]
+        );
+        // Typed as a string now: base64 is no decimal text.
+        let string_typed = wrapped(r#""type":"string""#, &payload);
+        let d = dead_of(parse_with(&p, Input::Orders, string_typed.as_bytes()));
+        assert_dead(&d, R::InvalidAmount, "after.total");
     }
 
     #[test]
