@@ -67,7 +67,10 @@ fn main() {
     let started = Instant::now();
     for i in 0..n {
         let t = t0 + (i as i128 * span_ms as i128 / n as i128) as i64;
-        engine.process(Parsed::Record(Record::Event(event(i, t))), &mut out);
+        engine.process(
+            Parsed::Record(Record::Event(Box::new(event(i, t)))),
+            &mut out,
+        );
         if out.conversions.len() >= 4096 {
             out.clear();
         }

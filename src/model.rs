@@ -320,12 +320,11 @@ pub struct OrderChange {
 }
 
 /// What a parsed input record is. A tombstone (a null value: Debezium writes one after each
-/// delete) is counted and skipped. Moved once per input record: boxing the large variant would
-/// cost an allocation per event for nothing.
-#[allow(clippy::large_enum_variant)]
+/// delete) is counted and skipped. An event is boxed where it is parsed: it is moved several
+/// times on its way into the engine, which keeps it boxed while it waits.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Record {
-    Event(Event),
+    Event(Box<Event>),
     Order(OrderChange),
     Tombstone(Position),
 }

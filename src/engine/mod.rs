@@ -277,8 +277,8 @@ impl Engine {
                 }
                 match self.watermarks.current() {
                     // Behind the watermark: too late to sort, applied as it comes.
-                    Some(wm) if time < wm => self.apply_event(Box::new(event), out),
-                    _ => self.buffer(Box::new(event)),
+                    Some(wm) if time < wm => self.apply_event(event, out),
+                    _ => self.buffer(event),
                 }
                 self.watermarks.observe(channel, time);
                 self.fire_timers(out);

@@ -218,7 +218,7 @@ pub(crate) fn parse_browser(text: &str, sink: &mut Sink<'_>) {
         (Ok(()), _) => Err(EventError::NotAnObject("record")),
     };
     match result {
-        Ok(event) => sink.record(Record::Event(event)),
+        Ok(event) => sink.record(Record::Event(Box::new(event))),
         Err(e) => sink.reject(0, &e),
     }
 }
@@ -284,7 +284,7 @@ fn split<'b, 'a, T>(
         (None, Some(list)) => (list, "batch", "batch[]"),
         (None, None) => {
             match build(&body.event, None, Source::Server, sink.position(0)) {
-                Ok(event) => sink.record(Record::Event(event)),
+                Ok(event) => sink.record(Record::Event(Box::new(event))),
                 Err(e) => sink.reject(0, &e),
             }
             return None;
@@ -314,7 +314,7 @@ fn emit<'t>(
     event_text: impl FnOnce() -> &'t str,
 ) {
     match result {
-        Ok(event) => sink.record(Record::Event(event)),
+        Ok(event) => sink.record(Record::Event(Box::new(event))),
         Err(e) => {
             let original = if sink.keeps_original() {
                 event_text()
@@ -947,7 +947,7 @@ mod tests {
     fn events_of(out: Vec<Parsed>) -> Vec<crate::model::Event> {
         out.into_iter()
             .map(|p| match p {
-                Parsed::Record(crate::model::Record::Event(e)) => e,
+                Parsed::Record(crate::model::Record::Event(e)) => *e,
                 other => panic!("expected an event, got {other:?}"),
             })
             .collect()

@@ -109,7 +109,7 @@ impl Copy {
         self
     }
     pub fn rec(self) -> Parsed {
-        Parsed::Record(Record::Event(self.0))
+        Parsed::Record(Record::Event(Box::new(self.0)))
     }
 }
 
