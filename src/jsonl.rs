@@ -328,8 +328,14 @@ impl Compound<'_, '_> {
 
     fn field<T: Serialize + ?Sized>(&mut self, key: &'static str, value: &T) -> Result {
         self.comma();
-        write_str(self.writer.out, key);
-        self.writer.out.push(b':');
+        // A struct's field names are Rust identifiers (or serde renames of them): nothing in
+        // them to escape, so they are copied without the scan.
+        debug_assert_eq!(crate::scan::special(key.as_bytes(), 0), key.len());
+        let out = &mut *self.writer.out;
+        out.reserve(key.len() + 3);
+        out.push(b'"');
+        out.extend_from_slice(key.as_bytes());
+        out.extend_from_slice(b"\":");
         value.serialize(&mut *self.writer)
     }
 
