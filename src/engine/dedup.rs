@@ -7,6 +7,7 @@
 //! depends on order dedup and reconciliation); it hands released actions over and is told how
 //! they ended through [`Dedup::close`].
 
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 
 use hashbrown::HashMap;
@@ -216,9 +217,9 @@ impl Dedup {
             Some(c) => c == Consent::Denied,
             None => self.rules.default_denied,
         };
-        let key_id = match (&event.event_id, &event.user.ttp) {
-            (Some(id), _) => Some(id.clone()),
-            (None, Some(ttp)) if self.rules.pair_on_ttp => Some(format!("ttp:{ttp}")),
+        let key_id: Option<Cow<'_, str>> = match (&event.event_id, &event.user.ttp) {
+            (Some(id), _) => Some(Cow::Borrowed(id)),
+            (None, Some(ttp)) if self.rules.pair_on_ttp => Some(Cow::Owned(format!("ttp:{ttp}"))),
             _ => None,
         };
         let Some(key_id) = key_id else {
@@ -274,7 +275,7 @@ impl Dedup {
             self.close_key(fp, t, f);
             return;
         }
-        let key = format!("{}/{}/{}", event.pixel, event.event, key_id);
+        let key = [event.pixel.as_str(), "/", &event.event, "/", &key_id].concat();
         let action = Action::new(Some(fp), key, event, missing_event_id);
         if self.rules.merge_window_ms == 0 {
             released.push(action);

@@ -625,6 +625,7 @@ impl Engine {
             conversion,
             anchor,
             event_time,
+            is_purchase,
             findings,
         };
         match (is_purchase, order_id) {
@@ -690,6 +691,7 @@ impl Engine {
         let Candidate {
             conversion,
             event_time,
+            is_purchase,
             findings,
             ..
         } = candidate;
@@ -697,7 +699,7 @@ impl Engine {
         for d in findings {
             push_discrepancy(d, &mut self.stats, out);
         }
-        if self.purchase_events.contains(conversion.event.as_str()) {
+        if is_purchase {
             let currency = conversion
                 .properties
                 .currency
@@ -724,6 +726,8 @@ struct Candidate {
     anchor: i64,
     /// Event time (ms) of the first copy.
     event_time: i64,
+    /// Its event is one of `engine.purchase_events`.
+    is_purchase: bool,
     findings: Vec<Discrepancy>,
 }
 
