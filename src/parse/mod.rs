@@ -182,9 +182,14 @@ impl Parser {
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return sink.reject(0, &InputError::Blank);
         }
-        let text = match std::str::from_utf8(bytes) {
+        // SIMD validation (under half the instructions of the standard library's); only an
+        // invalid record is validated again, for the offset its dead letter names.
+        let text = match simdutf8::basic::from_utf8(bytes) {
             Ok(text) => text,
-            Err(e) => return sink.reject(0, &InputError::NotUtf8(e.valid_up_to())),
+            Err(_) => match std::str::from_utf8(bytes) {
+                Ok(text) => text,
+                Err(e) => return sink.reject(0, &InputError::NotUtf8(e.valid_up_to())),
+            },
         };
         // A byte-order mark is not JSON; an editor may still have put one there.
         let text = text.strip_prefix('\u{feff}').unwrap_or(text);
