@@ -4,6 +4,11 @@
 #   ONECOUNT_BENCH_ACTIONS (default 1000000), ONECOUNT_BENCH_SEED (default 1)
 # Data is generated once into target/bench-data/<actions>-<seed> and reused.
 #
+# scripts/bench.sh instructions: replay of 100k actions under callgrind (valgrind): the
+# instructions executed, which do not move with the machine's load the way wall times do here,
+# so a change of a few percent can be judged from one run. Prints the total, per input record,
+# and the functions that cost most (inclusive). Needs valgrind.
+#
 # scripts/bench.sh service: the Kafka service (benches/service.rs): throughput next to a plain
 # consume of the same topics, processing latency, restore time for 1M and 10M live keys. Uses
 # the broker at ONECOUNT_TEST_KAFKA, or starts one (and stops it after) if none runs.
@@ -24,6 +29,27 @@ if [ "${1:-}" = service ]; then
     fi
     echo "== broker: $ONECOUNT_TEST_KAFKA"
     cargo bench --quiet --bench service
+    exit 0
+fi
+
+if [ "${1:-}" = instructions ]; then
+    command -v valgrind >/dev/null || { echo "bench.sh instructions needs valgrind" >&2; exit 1; }
+    cargo build --release --quiet
+    data="target/bench-data/100000-1"
+    if [ ! -f "$data/truth.json" ]; then
+        target/release/onecount generate --actions 100000 --seed 1 --out "$data"
+    fi
+    profile="target/bench-data/callgrind.out"
+    valgrind --tool=callgrind --callgrind-out-file="$profile" target/release/onecount replay \
+        --browser "$data/browser.jsonl" --server "$data/server.jsonl" --orders "$data/orders.jsonl" \
+        --out "target/bench-data/out-100000-1" 2>&1 | grep -E "refs|replayed"
+    records=$(sed -n 's/.*"total": *\([0-9]*\).*/\1/p' "target/bench-data/out-100000-1/stats.json" | head -1)
+    total=$(callgrind_annotate "$profile" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
+    echo "== $total instructions, $((total / records)) per input record ($records records)"
+    callgrind_annotate --inclusive=yes "$profile" 2>/dev/null \
+        | grep -E '^ *[0-9,]+ \( *[0-9.]+%\) +[^ ]*:.*onecount::' \
+        | awk '{ f = $0; sub(/^[^:]*:/, "", f); sub(/ \[.*$/, "", f); if (!seen[f]++) print }' \
+        | head -25 | cut -c1-160
     exit 0
 fi
 
