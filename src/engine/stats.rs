@@ -182,28 +182,27 @@ impl Stats {
 
     fn outcome(&mut self, input: Input, outcome: &str, n: u64) {
         let input = input.as_str();
-        if !self.outcomes.contains_key(input) {
-            self.outcomes.insert(input.to_string(), BTreeMap::new());
+        match self.outcomes.get_mut(input) {
+            Some(outcomes) => bump(outcomes, outcome, n),
+            None => {
+                let outcomes = BTreeMap::from([(outcome.to_string(), n)]);
+                self.outcomes.insert(input.to_string(), outcomes);
+            }
         }
-        bump(
-            self.outcomes.get_mut(input).expect("inserted above"),
-            outcome,
-            n,
-        );
     }
 
     fn pixel(&mut self, pixel: &str) -> &mut PixelStats {
-        // Two lookups rather than `entry(pixel.to_string())`: no allocation on the hot path,
-        // where the pixel is almost always known already.
-        let key = if self.pixels.contains_key(pixel) || self.pixels.len() < MAX_TALLIED_PIXELS {
+        // A lookup and a get rather than `entry(pixel.to_string())`: no allocation on the hot
+        // path, where the pixel is almost always known already.
+        if self.pixels.contains_key(pixel) {
+            return self.pixels.get_mut(pixel).expect("contained");
+        }
+        let key = if self.pixels.len() < MAX_TALLIED_PIXELS {
             pixel
         } else {
             "other"
         };
-        if !self.pixels.contains_key(key) {
-            self.pixels.insert(key.to_string(), PixelStats::default());
-        }
-        self.pixels.get_mut(key).expect("inserted above")
+        self.pixels.entry(key.to_string()).or_default()
     }
 
     /// An event copy parsed and reached the engine.
