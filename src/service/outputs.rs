@@ -53,8 +53,9 @@ pub struct Deliveries {
     /// What delivery opaques (micros since `epoch`) count from.
     epoch: Instant,
     tally: DeliveryTally,
-    /// Highest acknowledged offset per output partition.
-    acked: Mutex<HashMap<OutputPartition, i64>>,
+    /// Highest acknowledged offset per output partition, by topic: a delivery report finds
+    /// its topic's entry by the topic name it carries, without building a key for it.
+    acked: Mutex<HashMap<String, HashMap<i32, i64>>>,
 }
 
 impl ClientContext for Deliveries {
@@ -74,9 +75,11 @@ impl ProducerContext for Deliveries {
             self.latency
                 .observe(now.saturating_sub(polled_at) as f64 / 1e6);
             let mut acked = self.acked.lock().unwrap_or_else(|p| p.into_inner());
-            let e = acked
-                .entry((m.topic().to_string(), m.partition()))
-                .or_insert(m.offset());
+            let partitions = match acked.get_mut(m.topic()) {
+                Some(partitions) => partitions,
+                None => acked.entry(m.topic().to_string()).or_default(),
+            };
+            let e = partitions.entry(m.partition()).or_insert(m.offset());
             *e = (*e).max(m.offset());
         }
     }
@@ -272,7 +275,14 @@ impl OutputWriter {
             .acked
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        Ok(acked.iter().map(|(tp, o)| (tp.clone(), o + 1)).collect())
+        Ok(acked
+            .iter()
+            .flat_map(|(topic, partitions)| {
+                partitions
+                    .iter()
+                    .map(|(&p, &o)| ((topic.clone(), p), o + 1))
+            })
+            .collect())
     }
 
     pub fn topics(&self) -> &OutputTopics {

@@ -129,7 +129,7 @@ pub fn progress_headers() -> OwnedHeaders {
 
 /// Headers of an output record written by state partition `task`.
 pub fn output_headers(task: i32) -> OwnedHeaders {
-    headers(FIRST_VERSION, TASK_HEADER, &task.to_string())
+    headers(FIRST_VERSION, TASK_HEADER, itoa::Buffer::new().format(task))
 }
 
 const OBSERVATION_BYTES: usize = 9;
