@@ -639,3 +639,18 @@ pub struct RevenueWindow {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub drift_ratio: Option<f64>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn standard_event_names_pass_and_others_are_bounded() {
+        for name in STANDARD_EVENTS {
+            assert_eq!(standard_event_name(name), name);
+        }
+        for name in ["", "viewcontent", "ViewContent ", "Purchase2", "MyCustomEvent", "Lea"] {
+            assert_eq!(standard_event_name(name), "other", "{name:?}");
+        }
+    }
+}
