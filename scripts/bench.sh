@@ -7,7 +7,7 @@
 # scripts/bench.sh instructions: replay of 100k actions under callgrind (valgrind): the
 # instructions executed, which do not move with the machine's load the way wall times do here,
 # so a change of a few percent can be judged from one run. Prints the total, per input record,
-# and the functions that cost most (inclusive). Needs valgrind.
+# and the functions that cost most (inclusive). Installs valgrind if it is missing (as root).
 #
 # scripts/bench.sh service: the Kafka service (benches/service.rs): throughput next to a plain
 # consume of the same topics, processing latency, restore time for 1M and 10M live keys. Uses
@@ -33,7 +33,15 @@ if [ "${1:-}" = service ]; then
 fi
 
 if [ "${1:-}" = instructions ]; then
-    command -v valgrind >/dev/null || { echo "bench.sh instructions needs valgrind" >&2; exit 1; }
+    if ! command -v valgrind >/dev/null; then
+        # Only this mode needs it, so it is installed here rather than by install-deps.sh.
+        if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+            apt-get install -y -q valgrind >/dev/null
+        else
+            echo "bench.sh instructions needs valgrind (apt-get install valgrind)" >&2
+            exit 1
+        fi
+    fi
     cargo build --release --quiet
     data="target/bench-data/100000-1"
     if [ ! -f "$data/truth.json" ]; then
