@@ -649,7 +649,14 @@ mod tests {
         for name in STANDARD_EVENTS {
             assert_eq!(standard_event_name(name), name);
         }
-        for name in ["", "viewcontent", "ViewContent ", "Purchase2", "MyCustomEvent", "Lea"] {
+        for name in [
+            "",
+            "viewcontent",
+            "ViewContent ",
+            "Purchase2",
+            "MyCustomEvent",
+            "Lea",
+        ] {
             assert_eq!(standard_event_name(name), "other", "{name:?}");
         }
     }

@@ -616,9 +616,9 @@ impl Reader<'_> {
     fn total_schema(&self, section: &str, name: &str) -> TotalSchema {
         match self.schema {
             None => TotalSchema::Unknown,
-            Some(schema) => self.schemas.total(schema, section, || {
-                read_total_schema(schema, section, name)
-            }),
+            Some(schema) => self
+                .schemas
+                .total(schema, section, || read_total_schema(schema, section, name)),
         }
     }
 }
