@@ -244,21 +244,25 @@ impl SchemaMemo {
             "before" => 1,
             _ => 2,
         };
+        let at = self.remember(schema);
+        *self.0.borrow_mut()[at].totals[index].get_or_insert_with(read)
+    }
+
+    /// The index of `schema`'s memo, made if it is new: every schema an envelope carries is
+    /// remembered, whatever its total's type, so [`SchemaMemo::split_known`] knows it next time.
+    fn remember(&self, schema: &str) -> usize {
         let mut memos = self.0.borrow_mut();
-        let at = match memos.iter().position(|m| m.schema == schema) {
-            Some(at) => at,
-            None => {
-                if memos.len() == SCHEMAS_KEPT {
-                    memos.remove(0);
-                }
-                memos.push(Memo {
-                    schema: schema.to_owned(),
-                    totals: [None; 3],
-                });
-                memos.len() - 1
-            }
-        };
-        *memos[at].totals[index].get_or_insert_with(read)
+        if let Some(at) = memos.iter().position(|m| m.schema == schema) {
+            return at;
+        }
+        if memos.len() == SCHEMAS_KEPT {
+            memos.remove(0);
+        }
+        memos.push(Memo {
+            schema: schema.to_owned(),
+            totals: [None; 3],
+        });
+        memos.len() - 1
     }
 
     /// `{"schema":S,"payload":P}`, as Kafka Connect's JsonConverter writes it, where S is a
@@ -305,7 +309,10 @@ pub(crate) fn parse_order(
                 (Some(payload), Some(schema)) => match Entries::read(payload.get())? {
                     Entries::Null => return Ok(Record::Tombstone(position)),
                     Entries::NotObject => return Err(OrderError::NotAnObject("payload")),
-                    payload => (payload, Some(schema.get())),
+                    payload => {
+                        schemas.remember(schema.get());
+                        (payload, Some(schema.get()))
+                    }
                 },
                 _ => (top, None),
             }
@@ -890,6 +897,15 @@ mod tests {
             warm.schemas.split_known(&first).is_some(),
             "the first record's schema is known after it"
         );
+        // A schema is remembered whatever its total's type (double mode: a JSON number).
+        let double = wrapped(
+            r#""type":"double","optional":false"#,
+            &envelope("c", "null", &row("149.9"), "24023928"),
+        );
+        let warm = parser();
+        let fresh = parse_with(&warm, Input::Orders, double.as_bytes());
+        assert!(warm.schemas.split_known(&double).is_some());
+        assert_eq!(parse_with(&warm, Input::Orders, double.as_bytes()), fresh);
     }
 
     #[test]
