@@ -232,37 +232,44 @@ struct Memo {
     totals: [Option<TotalSchema>; 3],
 }
 
+/// An envelope's schema: its JSON text and where [`SchemaMemo`] keeps what it says (valid for
+/// the record being read: only the next record's schema can move it).
+#[derive(Debug, Clone, Copy)]
+struct Schema<'t> {
+    text: &'t str,
+    memo: usize,
+}
+
 impl SchemaMemo {
-    fn total(
-        &self,
-        schema: &str,
-        section: &str,
-        read: impl FnOnce() -> TotalSchema,
-    ) -> TotalSchema {
+    /// What `schema` says about column `name` of `section`, read on its first use only.
+    fn total(&self, schema: Schema<'_>, section: &str, name: &str) -> TotalSchema {
         let index = match section {
             "after" => 0,
             "before" => 1,
             _ => 2,
         };
-        let at = self.remember(schema);
-        *self.0.borrow_mut()[at].totals[index].get_or_insert_with(read)
+        *self.0.borrow_mut()[schema.memo].totals[index]
+            .get_or_insert_with(|| read_total_schema(schema.text, section, name))
     }
 
-    /// The index of `schema`'s memo, made if it is new: every schema an envelope carries is
-    /// remembered, whatever its total's type, so [`SchemaMemo::split_known`] knows it next time.
-    fn remember(&self, schema: &str) -> usize {
+    /// `text`'s memo, made if it is new: every schema an envelope carries is remembered,
+    /// whatever its total's type, so [`SchemaMemo::split_known`] knows it next time.
+    fn remember<'t>(&self, text: &'t str) -> Schema<'t> {
         let mut memos = self.0.borrow_mut();
-        if let Some(at) = memos.iter().position(|m| m.schema == schema) {
-            return at;
-        }
-        if memos.len() == SCHEMAS_KEPT {
-            memos.remove(0);
-        }
-        memos.push(Memo {
-            schema: schema.to_owned(),
-            totals: [None; 3],
-        });
-        memos.len() - 1
+        let memo = match memos.iter().position(|m| m.schema == text) {
+            Some(at) => at,
+            None => {
+                if memos.len() == SCHEMAS_KEPT {
+                    memos.remove(0);
+                }
+                memos.push(Memo {
+                    schema: text.to_owned(),
+                    totals: [None; 3],
+                });
+                memos.len() - 1
+            }
+        };
+        Schema { text, memo }
     }
 
     /// `{"schema":S,"payload":P}`, as Kafka Connect's JsonConverter writes it, where S is a
@@ -270,18 +277,18 @@ impl SchemaMemo {
     /// with it and goes on with `,"payload":` holds exactly it; skipping it again (3 KB,
     /// checked character by character) was most of the time such a record took. P is still
     /// read whole, so anything after it is still found.
-    fn split_known<'t>(&self, text: &'t str) -> Option<(&'t str, &'t str)> {
+    fn split_known<'t>(&self, text: &'t str) -> Option<(Schema<'t>, &'t str)> {
         const SCHEMA: &str = r#"{"schema":"#;
         const PAYLOAD: &str = r#","payload":"#;
         let rest = text.strip_prefix(SCHEMA)?;
         let memos = self.0.borrow();
-        let known = memos.iter().find(|m| {
+        let memo = memos.iter().position(|m| {
             rest.strip_prefix(m.schema.as_str())
                 .is_some_and(|after| after.starts_with(PAYLOAD))
         })?;
-        let (schema, after) = rest.split_at(known.schema.len());
+        let (schema, after) = rest.split_at(memos[memo].schema.len());
         let payload = after[PAYLOAD.len()..].trim_end().strip_suffix('}')?;
-        Some((schema, payload))
+        Some((Schema { text: schema, memo }, payload))
     }
 }
 
@@ -294,11 +301,9 @@ pub(crate) fn parse_order(
 ) -> Result<Record, OrderError> {
     let known = schemas
         .split_known(text)
-        .and_then(|(schema, payload)| Some((schema, Entries::read(payload).ok()?)));
+        .and_then(|(schema, payload)| Some((Entries::read(payload).ok()?, Some(schema))));
     let (envelope, schema) = match known {
-        Some((_, Entries::Null)) => return Ok(Record::Tombstone(position)),
-        Some((_, Entries::NotObject)) => return Err(OrderError::NotAnObject("payload")),
-        Some((schema, payload)) => (payload, Some(schema)),
+        Some(known) => known,
         None => {
             let top = match Entries::read(text)? {
                 Entries::Null => return Ok(Record::Tombstone(position)),
@@ -306,17 +311,19 @@ pub(crate) fn parse_order(
                 top => top,
             };
             match (top.get("payload"), top.get("schema")) {
-                (Some(payload), Some(schema)) => match Entries::read(payload.get())? {
-                    Entries::Null => return Ok(Record::Tombstone(position)),
-                    Entries::NotObject => return Err(OrderError::NotAnObject("payload")),
-                    payload => {
-                        schemas.remember(schema.get());
-                        (payload, Some(schema.get()))
-                    }
-                },
+                (Some(payload), Some(schema)) => (
+                    Entries::read(payload.get())?,
+                    Some(schemas.remember(schema.get())),
+                ),
                 _ => (top, None),
             }
         }
+    };
+    // Only a wrapper's payload can still be null (a tombstone too) or not an object.
+    let envelope = match envelope {
+        Entries::Null => return Ok(Record::Tombstone(position)),
+        Entries::NotObject => return Err(OrderError::NotAnObject("payload")),
+        envelope => envelope,
     };
     let reader = Reader {
         config,
@@ -383,8 +390,8 @@ fn scalar(raw: Option<&RawValue>) -> Result<Option<Scalar<'_>>, JsonError> {
 
 struct Reader<'c> {
     config: &'c OrdersConfig,
-    /// The envelope's `schema`, as JSON text.
-    schema: Option<&'c str>,
+    /// The envelope's `schema`.
+    schema: Option<Schema<'c>>,
     schemas: &'c SchemaMemo,
     debezium: bool,
 }
@@ -623,9 +630,7 @@ impl Reader<'_> {
     fn total_schema(&self, section: &str, name: &str) -> TotalSchema {
         match self.schema {
             None => TotalSchema::Unknown,
-            Some(schema) => self
-                .schemas
-                .total(schema, section, || read_total_schema(schema, section, name)),
+            Some(schema) => self.schemas.total(schema, section, name),
         }
     }
 }
@@ -639,7 +644,7 @@ fn read_total_schema(schema: &str, section: &str, name: &str) -> TotalSchema {
         .find(|n| is_named(&n.field, section) && n.fields.is_some())
         .map_or(&root, |n| n);
     let column = children(struct_fields).find(|n| is_named(&n.field, name));
-    let kind = match column {
+    match column {
         None => TotalSchema::Unknown,
         Some(node) if is_named(&node.name, CONNECT_DECIMAL) || is_named(&node.kind, "bytes") => {
             let scale = match &node.parameters {
@@ -649,8 +654,7 @@ fn read_total_schema(schema: &str, section: &str, name: &str) -> TotalSchema {
             TotalSchema::Decimal(scale)
         }
         Some(_) => TotalSchema::Other,
-    };
-    kind
+    }
 }
 
 /// `result`, or, when `lenient`, `None` in place of an error.
