@@ -21,28 +21,6 @@ use rdkafka::producer::{BaseProducer, DeliveryResult, ProducerContext};
 /// steps, in the service bench), and every wait at an in-flight bound as long.
 pub const REPORT_POLL: Duration = Duration::from_millis(1);
 
-/// Serves `producer`'s delivery reports in [`REPORT_POLL`] steps until `done()` holds or `wait`
-/// has passed; whether `done()` held. What every flush here uses instead of rdkafka 0.39's
-/// `flush`, which polls in 100 ms steps that each last their whole 100 ms: ingest's commit,
-/// waiting for the log's acknowledgements, took 100 ms every time (its thread forwarding
-/// nothing meanwhile), where the acknowledgements take a few.
-pub fn wait_for_reports<C: ProducerContext>(
-    producer: &BaseProducer<C>,
-    wait: Duration,
-    done: impl Fn() -> bool,
-) -> bool {
-    let deadline = Instant::now() + wait;
-    loop {
-        if done() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        producer.poll(REPORT_POLL);
-    }
-}
-
 #[derive(Debug, Default)]
 pub struct DeliveryTally {
     in_flight: AtomicUsize,
@@ -55,6 +33,28 @@ impl DeliveryTally {
     /// A record was handed to the producer.
     pub fn sent(&self) {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Serves `producer`'s delivery reports in [`REPORT_POLL`] steps until nothing this tally
+    /// counts is in flight or `wait` has passed; whether nothing is. What every flush here uses
+    /// instead of rdkafka 0.39's `flush`, which polls in 100 ms steps that each last their whole
+    /// 100 ms: ingest's commit, waiting for the log's acknowledgements, took 100 ms every time
+    /// (its thread forwarding nothing meanwhile), where the acknowledgements take a few.
+    pub fn wait_until_acknowledged<C: ProducerContext>(
+        &self,
+        producer: &BaseProducer<C>,
+        wait: Duration,
+    ) -> bool {
+        let deadline = Instant::now() + wait;
+        loop {
+            if self.in_flight() == 0 {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            producer.poll(REPORT_POLL);
+        }
     }
 
     /// Records sent and not yet acknowledged or failed.

@@ -21,7 +21,7 @@ use crate::generate::{generate, GenerateOptions, Line, TrafficSink, Truth};
 
 use super::admin::{self, AdminError, TopicStatus};
 use super::client::{create_with_context, producer_config, ClientError, DEFAULT_MAX_IN_FLIGHT};
-use super::delivery::{wait_for_reports, DeliveryTally, REPORT_POLL};
+use super::delivery::{DeliveryTally, REPORT_POLL};
 
 /// How a [`KafkaSink`] bounds and finishes its produces.
 #[derive(Debug, Clone)]
@@ -227,9 +227,8 @@ impl KafkaSink {
 
     /// Flushes, then checks that every record sent was acknowledged.
     pub fn finish(self) -> Result<PublishReport, PublishError> {
-        wait_for_reports(&self.producer, self.opts.flush_timeout, || {
-            self.deliveries().in_flight() == 0
-        });
+        self.deliveries()
+            .wait_until_acknowledged(&self.producer, self.opts.flush_timeout);
         self.check_failures()?;
         let d = self.deliveries();
         let unacknowledged = d.in_flight();

@@ -31,7 +31,7 @@ use crate::engine::Observation;
 use crate::kafka::client::{
     cached_high_watermark, consumer_config, create_with_context, producer_config,
 };
-use crate::kafka::delivery::{wait_for_reports, DeliveryTally, REPORT_POLL};
+use crate::kafka::delivery::{DeliveryTally, REPORT_POLL};
 use crate::model::Input;
 use crate::parse::{Parsed, Parser};
 
@@ -603,7 +603,7 @@ impl Ingest {
         // every forwarding pass ends by sending it.
         debug_assert!(self.fwd.progress.is_empty());
         let producer = &self.fwd.producer;
-        if !wait_for_reports(producer, wait, || producer.context().in_flight() == 0) {
+        if !producer.context().wait_until_acknowledged(producer, wait) {
             return;
         }
         let assigned: Vec<(String, i32)> = match self.consumer.assignment() {

@@ -22,7 +22,7 @@ use crate::config::Config;
 use crate::engine::Outputs;
 use crate::jsonl;
 use crate::kafka::client::{create_with_context, producer_config, ClientError};
-use crate::kafka::delivery::{wait_for_reports, DeliveryTally, REPORT_POLL};
+use crate::kafka::delivery::{DeliveryTally, REPORT_POLL};
 
 use super::wire::output_headers;
 use super::{ServiceError, Stop};
@@ -140,9 +140,9 @@ impl OutputWriter {
     pub fn flusher(&self, wait: Duration) -> Box<dyn Fn() + Send + Sync> {
         let producer = self.producer.clone();
         Box::new(move || {
-            let pending = producer.context().tally.in_flight();
-            let acked = || producer.context().tally.in_flight() == 0;
-            if pending > 0 && !wait_for_reports(&producer, wait, acked) {
+            let tally = &producer.context().tally;
+            if !tally.wait_until_acknowledged(&producer, wait) {
+                let pending = tally.in_flight();
                 tracing::warn!(pending, "outputs still in flight at a revocation");
             }
         })
