@@ -355,14 +355,10 @@ impl Default for TopicsConfig {
 impl TopicsConfig {
     /// The topic of `input`.
     pub fn input(&self, input: Input) -> &str {
-        match input {
-            Input::Browser => &self.browser,
-            Input::Server => &self.server,
-            Input::Orders => &self.orders,
-        }
+        self.inputs()[input.index()].1
     }
 
-    /// `(field, topic name)` of the three inputs.
+    /// `(field, topic name)` of the three inputs, in the order of [`Input::ALL`].
     pub fn inputs(&self) -> [(&'static str, &str); 3] {
         [
             ("topics.browser", self.browser.as_str()),
@@ -1037,6 +1033,15 @@ fn ser_duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_input_names_its_own_topic() {
+        let t = TopicsConfig::default();
+        for (input, (field, topic)) in Input::ALL.into_iter().zip(t.inputs()) {
+            assert_eq!(field, format!("topics.{}", input.as_str()));
+            assert_eq!(t.input(input), topic);
+        }
+    }
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs
