@@ -68,7 +68,6 @@ fn stop_cleanly(service: Service) {
     );
 }
 
-/// Sleeps `duration`, failing at once if `service` exits meanwhile.
 /// The outputs of `service`, the one instance left, are the truth, and every input record is
 /// accounted for; then it stops cleanly.
 fn expect_truth_then_stop(setup: &Setup, mut service: Service, truth: &Truth, traffic: &Traffic) {
@@ -77,6 +76,7 @@ fn expect_truth_then_stop(setup: &Setup, mut service: Service, truth: &Truth, tr
     stop_cleanly(service);
 }
 
+/// Sleeps `duration`, failing at once if `service` exits meanwhile.
 fn sleep_running(service: &mut Service, duration: Duration) {
     let until = Instant::now() + duration;
     while Instant::now() < until {
@@ -90,6 +90,31 @@ fn scrape(service: &Service) -> Metrics {
     service
         .metrics()
         .unwrap_or_else(|| panic!("{}: /metrics does not answer", service.name()))
+}
+
+/// Scrapes `family` (summed) until `reached` holds and returns the value, failing once
+/// `timeout` has passed or at once if `service` exits.
+fn wait_for_metric(
+    service: &mut Service,
+    family: &str,
+    timeout: Duration,
+    reached: impl Fn(f64) -> bool,
+) -> f64 {
+    let deadline = Instant::now() + timeout;
+    loop {
+        service.assert_running();
+        let value = scrape(service).sum(family);
+        if reached(value) {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{family} still {value} after {timeout:?}; input records: {:?}; log: {}",
+            scrape(service).nonzero("onecount_input_records_total"),
+            service.log_tail(20)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 #[test]
@@ -155,21 +180,10 @@ fn restore_after_restart_catches_a_later_duplicate() {
             ..VecSink::default()
         },
     );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        second.assert_running();
-        let now = scrape(&second).sum(DUPLICATES);
-        if now > duplicates_before {
-            assert_eq!(now, duplicates_before + 1.0, "{DUPLICATES}: one repeat");
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{DUPLICATES} still {now} a minute after the repeat was published; input records: {:?}",
-            scrape(&second).nonzero("onecount_input_records_total")
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    let now = wait_for_metric(&mut second, DUPLICATES, Duration::from_secs(60), |d| {
+        d > duplicates_before
+    });
+    assert_eq!(now, duplicates_before + 1.0, "{DUPLICATES}: one repeat");
     // Still exactly the truth: no second conversion for the repeat.
     setup.wait_for_truth(&truth, Some(&lines), &mut [&mut second]);
     stop_cleanly(second);
@@ -557,16 +571,12 @@ fn a_merge_gives_up_waiting_at_its_queue_limit() {
     let (mut service, silent, held) = instance_beside_silent_member(&setup);
     wait_forwarded(&setup, &mut service, &held);
     // The instance's partitions are in the log, several thousand records: past the limit.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while scrape(&service).sum("onecount_merge_waits_given_up_total") == 0.0 {
-        assert!(
-            Instant::now() < deadline,
-            "the merge never gave up waiting: {}",
-            service.log_tail(20)
-        );
-        service.assert_running();
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_for_metric(
+        &mut service,
+        "onecount_merge_waits_given_up_total",
+        Duration::from_secs(60),
+        |given_up| given_up > 0.0,
+    );
     assert!(
         service
             .log_tail(200)
@@ -575,17 +585,14 @@ fn a_merge_gives_up_waiting_at_its_queue_limit() {
         service.log_tail(20)
     );
     silent.leave();
+    // Every input record accounted for.
     let total = truth.input_records.total as f64;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while scrape(&service).sum("onecount_accounted_records") != total {
-        assert!(
-            Instant::now() < deadline,
-            "not every input record was accounted for: {} of {total}",
-            scrape(&service).sum("onecount_accounted_records")
-        );
-        service.assert_running();
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_for_metric(
+        &mut service,
+        "onecount_accounted_records",
+        Duration::from_secs(120),
+        |accounted| accounted == total,
+    );
     stop_cleanly(service);
 }
 
