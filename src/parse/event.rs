@@ -27,7 +27,9 @@
 use serde_json::value::RawValue;
 
 use super::amount::{self, AmountError};
-use super::json::{self, id, lenient_object, obj, text, JsonError, List, Obj, Scalar, WrongType};
+use super::json::{
+    self, id, lenient_object, obj, text, Direct, JsonError, List, Obj, Scalar, WrongType,
+};
 use super::time::{self, TimeError, Units};
 use super::{Reject, Sink};
 use crate::model::{
@@ -131,7 +133,7 @@ impl<T> Default for RawBody<'_, T> {
     }
 }
 
-impl<'de: 'a, 'a, T: serde::Deserialize<'de>> json::Fields<'de> for RawBody<'a, T> {
+impl<'de: 'a, 'a, T: serde::Deserialize<'de> + Direct<'de>> json::Fields<'de> for RawBody<'a, T> {
     fn field<A: serde::de::MapAccess<'de>>(
         &mut self,
         key: &str,
@@ -142,6 +144,19 @@ impl<'de: 'a, 'a, T: serde::Deserialize<'de>> json::Fields<'de> for RawBody<'a, 
             "data" => self.data = Some(map.next_value()?),
             "batch" => self.batch = Some(map.next_value()?),
             _ => return self.event.field(key, map),
+        }
+        Ok(true)
+    }
+
+    fn field_direct(
+        &mut self,
+        key: &str,
+        reader: &mut json::Reader<'de>,
+    ) -> json::DirectResult<bool> {
+        match key {
+            "data" => self.data = Some(List::read_direct(reader)?),
+            "batch" => self.batch = Some(List::read_direct(reader)?),
+            _ => return self.event.field_direct(key, reader),
         }
         Ok(true)
     }

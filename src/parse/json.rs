@@ -27,6 +27,8 @@ use crate::model::DeadLetterReason;
 
 mod fast;
 
+pub(crate) use fast::{Direct, Reader, Result as DirectResult};
+
 /// A JSON value read without judging its type. Arrays and objects are skipped and only marked.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Scalar<'a> {
@@ -138,6 +140,9 @@ pub(crate) trait Fields<'de>: Default {
     /// Reads the value of `key` into `self` if `key` is one of its fields and returns true;
     /// returns false, leaving the value unread, otherwise.
     fn field<A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<bool, A::Error>;
+
+    /// [`Fields::field`] for the [`fast`] reader: the same slots, read the same way.
+    fn field_direct(&mut self, key: &str, reader: &mut Reader<'de>) -> fast::Result<bool>;
 }
 
 /// Declares a struct of `Option` fields read leniently from a JSON object, each field named by
@@ -162,6 +167,20 @@ macro_rules! lenient_object {
                 match key {
                     $($key => {
                         <$ty as $crate::parse::json::Slot<'de>>::read(&mut self.$field, map)?;
+                        Ok(true)
+                    })*
+                    _ => Ok(false),
+                }
+            }
+
+            fn field_direct(
+                &mut self,
+                key: &str,
+                reader: &mut $crate::parse::json::Reader<'de>,
+            ) -> $crate::parse::json::DirectResult<bool> {
+                match key {
+                    $($key => {
+                        <$ty as $crate::parse::json::Slot<'de>>::read_direct(&mut self.$field, reader)?;
                         Ok(true)
                     })*
                     _ => Ok(false),
@@ -250,6 +269,9 @@ fn fill<'de, T: Fields<'de>, A: MapAccess<'de>>(
 /// tenth of the parse time in memory copies.
 pub(crate) trait Slot<'de>: Sized {
     fn read<A: MapAccess<'de>>(slot: &mut Option<Self>, map: &mut A) -> Result<(), A::Error>;
+
+    /// [`Slot::read`] for the [`fast`] reader.
+    fn read_direct(slot: &mut Option<Self>, reader: &mut Reader<'de>) -> DirectResult<()>;
 }
 
 impl<'de: 'a, 'a> Slot<'de> for Scalar<'a> {
@@ -261,11 +283,21 @@ impl<'de: 'a, 'a> Slot<'de> for Scalar<'a> {
         };
         Ok(())
     }
+
+    fn read_direct(slot: &mut Option<Self>, reader: &mut Reader<'de>) -> DirectResult<()> {
+        *slot = reader.scalar_slot()?;
+        Ok(())
+    }
 }
 
-impl<'de, T: Deserialize<'de>> Slot<'de> for List<T> {
+impl<'de, T: Deserialize<'de> + Direct<'de>> Slot<'de> for List<T> {
     fn read<A: MapAccess<'de>>(slot: &mut Option<Self>, map: &mut A) -> Result<(), A::Error> {
         *slot = map.next_value()?;
+        Ok(())
+    }
+
+    fn read_direct(slot: &mut Option<Self>, reader: &mut Reader<'de>) -> DirectResult<()> {
+        *slot = reader.option()?;
         Ok(())
     }
 }
@@ -275,11 +307,20 @@ impl<'de: 'a, 'a> Slot<'de> for &'a RawValue {
         *slot = map.next_value()?;
         Ok(())
     }
+
+    fn read_direct(slot: &mut Option<Self>, reader: &mut Reader<'de>) -> DirectResult<()> {
+        *slot = reader.option()?;
+        Ok(())
+    }
 }
 
 impl<'de, T: Fields<'de>> Slot<'de> for Obj<T> {
     fn read<A: MapAccess<'de>>(slot: &mut Option<Self>, map: &mut A) -> Result<(), A::Error> {
         map.next_value_seed(InPlace(slot))
+    }
+
+    fn read_direct(slot: &mut Option<Self>, reader: &mut Reader<'de>) -> DirectResult<()> {
+        reader.obj_in_place(slot)
     }
 }
 
@@ -352,7 +393,7 @@ pub(crate) fn read_record<'de, T: Fields<'de>>(
     text: &'de str,
     slot: &mut Option<Obj<T>>,
 ) -> Result<(), serde_json::Error> {
-    if fast::read(text, InPlace(slot)).is_ok() {
+    if fast::read_record(text, slot).is_ok() {
         return Ok(());
     }
     *slot = None;

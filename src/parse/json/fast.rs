@@ -1,48 +1,36 @@
-//! The fast path of [`super::read_record`]: a serde `Deserializer` for the common case that
-//! either gives exactly what serde_json would give or gives up.
+//! The fast path of [`super::read_record`]: a reader of its own for the common case that
+//! either fills the record's lenient structs exactly as the serde_json path would or gives up.
 //!
 //! Owns: reading well-formed, ordinary JSON (strings scanned 16 bytes at a time, no `Value`
-//! tree, strings borrowed unless they hold escapes) into the same visitors the serde_json path
-//! uses, so the records built from it are the same. Must not: produce an error of its own that
+//! tree, strings borrowed unless they hold escapes) straight into the structs of known fields
+//! ([`Fields::field_direct`], [`Direct`]), without serde's visitor calls between a key and its
+//! slot, so the records built from it are the same. Must not: produce an error of its own that
 //! anyone sees. Anything it is not sure to read exactly as serde_json 1.x does ([`Bail`]): a
-//! syntax error, a lone surrogate escape, a control character in a string, a float whose value
-//! depends on serde_json's rounding (more than 2^53 in the significand, or a power of ten
-//! beyond 10^22), an integer near the edge of `u64`/`i64`, deep nesting, or a type the
-//! visitors ask for other than those below; then the caller reads the record again with
-//! serde_json, whose error message and position go in the dead letter.
+//! syntax error, a lone surrogate escape, a control character in a string, a key with an
+//! escape, a float whose value depends on serde_json's rounding (more than 2^53 in the
+//! significand, or a power of ten beyond 10^22), an integer near the edge of `u64`/`i64`,
+//! deep nesting, or a slot it does not read (a raw value); then the caller reads the record
+//! again with serde_json, whose error message and position go in the dead letter.
 //!
 //! What it mirrors of serde_json (`de.rs`, `read.rs`, without `float_roundtrip` or
-//! `arbitrary_precision`): whitespace is space, tab, CR, LF; a positive integer is a `u64`, a
-//! negative one an `i64` (`-0` the float `-0.0`); a number with a fraction or an exponent is
-//! `significand as f64` times or divided by an exact power of ten (one rounding, which is also
-//! the correctly rounded value in the range accepted here); `deserialize_option` reads `null` as
-//! `None`; `deserialize_ignored_any` validates the skipped value and reads none of its numbers.
+//! `arbitrary_precision`) and of the visitors in [`super`]: whitespace is space, tab, CR, LF; a
+//! positive integer is a `u64`, a negative one an `i64` (`-0` the float `-0.0`); a number with
+//! a fraction or an exponent is `significand as f64` times or divided by an exact power of ten
+//! (one rounding, which is also the correctly rounded value in the range accepted here); a
+//! value the visitors read and drop (a number where an object was expected) is still read, so
+//! a number serde_json rejects is given up on; a skipped value (an unknown key's) is validated
+//! and none of its numbers read.
 
-use std::fmt;
+use std::borrow::Cow;
 
-use serde::de::{self, DeserializeSeed, Visitor};
-
+use super::{Fields, List, Obj, Scalar};
 use crate::scan::special;
 
 /// The fast path gave up; read the record with serde_json.
 #[derive(Debug)]
 pub(crate) struct Bail;
 
-impl fmt::Display for Bail {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("fast JSON path gave up")
-    }
-}
-
-impl std::error::Error for Bail {}
-
-impl de::Error for Bail {
-    fn custom<T: fmt::Display>(_: T) -> Self {
-        Bail
-    }
-}
-
-type Result<T> = std::result::Result<T, Bail>;
+pub(crate) type Result<T> = std::result::Result<T, Bail>;
 
 /// Nesting deeper than this (objects and arrays, read or skipped) is left to serde_json, which
 /// has its own limit of 128 for values it reads.
@@ -58,7 +46,12 @@ const POW10: [f64; 23] = [
 ];
 
 /// Reads one JSON text into `seed` and checks that only whitespace follows.
-pub(crate) fn read<'de, S: DeserializeSeed<'de>>(text: &'de str, seed: S) -> Result<S::Value> {
+/// Reads one JSON text into `slot` as [`super::InPlace`] does (`null` leaves `None`, a
+/// non-object gives [`Obj::NotObject`]) and checks that only whitespace follows.
+pub(crate) fn read_record<'de, T: Fields<'de>>(
+    text: &'de str,
+    slot: &mut Option<Obj<T>>,
+) -> Result<()> {
     let mut reader = Reader {
         text,
         bytes: text.as_bytes(),
@@ -66,11 +59,17 @@ pub(crate) fn read<'de, S: DeserializeSeed<'de>>(text: &'de str, seed: S) -> Res
         depth: 0,
         scratch: String::new(),
     };
-    let value = seed.deserialize(&mut reader)?;
+    reader.obj_in_place(slot)?;
     match reader.skip_ws() {
-        None => Ok(value),
+        None => Ok(()),
         Some(_) => Err(Bail),
     }
+}
+
+/// A value the reader builds on its own, as its type's serde `Deserialize` would from
+/// serde_json (an array's items are read this way).
+pub(crate) trait Direct<'de>: Sized {
+    fn read_direct(reader: &mut Reader<'de>) -> Result<Self>;
 }
 
 pub(crate) struct Reader<'de> {
@@ -433,276 +432,199 @@ impl<'de> Reader<'de> {
         }
     }
 
-    fn visit_str<V: Visitor<'de>>(&mut self, visitor: V) -> Result<V::Value> {
-        match self.string()? {
-            Str::Borrowed(s) => visitor.visit_borrowed_str(s),
-            Str::Scratch => visitor.visit_str(&self.scratch),
-        }
-    }
-}
-
-macro_rules! bail_on {
-    ($($method:ident)*) => {
-        $(
-            fn $method<V: Visitor<'de>>(self, _: V) -> Result<V::Value> {
-                Err(Bail)
-            }
-        )*
-    };
-}
-
-impl<'de> de::Deserializer<'de> for &mut Reader<'de> {
-    type Error = Bail;
-
-    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
-        match self.skip_ws().ok_or(Bail)? {
-            b'"' => self.visit_str(visitor),
-            b'-' | b'0'..=b'9' => match self.number()? {
-                Number::U64(n) => visitor.visit_u64(n),
-                Number::I64(n) => visitor.visit_i64(n),
-                Number::F64(n) => visitor.visit_f64(n),
-            },
-            b'{' => {
-                self.enter()?;
-                self.pos += 1;
-                let value = visitor.visit_map(Entries {
-                    reader: self,
-                    first: true,
-                })?;
-                self.depth -= 1;
-                match self.skip_ws() {
-                    Some(b'}') => {
-                        self.pos += 1;
-                        Ok(value)
-                    }
-                    _ => Err(Bail),
-                }
-            }
-            b'[' => {
-                self.enter()?;
-                self.pos += 1;
-                let value = visitor.visit_seq(Items {
-                    reader: self,
-                    first: true,
-                })?;
-                self.depth -= 1;
-                match self.skip_ws() {
-                    Some(b']') => {
-                        self.pos += 1;
-                        Ok(value)
-                    }
-                    _ => Err(Bail),
-                }
-            }
-            b'n' => {
-                self.ident(b"null")?;
-                visitor.visit_unit()
-            }
-            b't' => {
-                self.ident(b"true")?;
-                visitor.visit_bool(true)
-            }
-            b'f' => {
-                self.ident(b"false")?;
-                visitor.visit_bool(false)
-            }
+    /// A value read and dropped where a visitor takes any value but wants only one kind
+    /// (objects and arrays are the caller's): consumed exactly as serde_json's
+    /// `deserialize_any` would read it, so a number serde_json rejects gives up.
+    fn other_value(&mut self, first: u8) -> Result<()> {
+        match first {
+            b'"' => self.skip_string(),
+            b'-' | b'0'..=b'9' => self.number().map(drop),
+            b'n' => self.ident(b"null"),
+            b't' => self.ident(b"true"),
+            b'f' => self.ident(b"false"),
             _ => Err(Bail),
         }
     }
 
-    fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
+    /// Any value as a [`Scalar`] (arrays and objects skipped and marked), as `ScalarVisitor`
+    /// reads it.
+    #[inline]
+    fn scalar(&mut self) -> Result<Scalar<'de>> {
+        Ok(match self.skip_ws().ok_or(Bail)? {
+            b'"' => Scalar::Str(match self.string()? {
+                Str::Borrowed(s) => Cow::Borrowed(s),
+                Str::Scratch => Cow::Owned(self.scratch.clone()),
+            }),
+            b'-' | b'0'..=b'9' => match self.number()? {
+                Number::U64(n) => Scalar::UInt(n),
+                Number::I64(n) => Scalar::Int(n),
+                Number::F64(n) => Scalar::Float(n),
+            },
+            b'{' => {
+                self.skip_value()?;
+                Scalar::Object
+            }
+            b'[' => {
+                self.skip_value()?;
+                Scalar::Array
+            }
+            b'n' => {
+                self.ident(b"null")?;
+                Scalar::Null
+            }
+            b't' => {
+                self.ident(b"true")?;
+                Scalar::Bool(true)
+            }
+            b'f' => {
+                self.ident(b"false")?;
+                Scalar::Bool(false)
+            }
+            _ => return Err(Bail),
+        })
+    }
+
+    /// Reads an object field straight into its slot, as [`super::InPlace`] does: `null`
+    /// empties it, an object fills it (a repeated key starts over), anything else marks it
+    /// [`Obj::NotObject`].
+    pub(crate) fn obj_in_place<T: Fields<'de>>(&mut self, slot: &mut Option<Obj<T>>) -> Result<()> {
+        match self.skip_ws().ok_or(Bail)? {
+            b'{' => {
+                let fields = match slot.insert(Obj::Ok(T::default())) {
+                    Obj::Ok(fields) => fields,
+                    Obj::NotObject => unreachable!("just inserted"),
+                };
+                self.fill(fields)
+            }
+            b'n' => {
+                self.ident(b"null")?;
+                *slot = None;
+                Ok(())
+            }
+            b'[' => {
+                self.skip_value()?;
+                *slot = Some(Obj::NotObject);
+                Ok(())
+            }
+            first => {
+                self.other_value(first)?;
+                *slot = Some(Obj::NotObject);
+                Ok(())
+            }
+        }
+    }
+
+    /// Reads an object's entries into `fields`, its `{` at `pos`; unknown keys are skipped
+    /// unread, a repeated key keeps its last value.
+    fn fill<T: Fields<'de>>(&mut self, fields: &mut T) -> Result<()> {
+        self.enter()?;
+        self.pos += 1;
+        let mut first = true;
+        loop {
+            match self.skip_ws().ok_or(Bail)? {
+                b'}' => break,
+                b'"' if first => first = false,
+                b',' if !first => {
+                    self.pos += 1;
+                    if self.skip_ws() != Some(b'"') {
+                        return Err(Bail);
+                    }
+                }
+                _ => return Err(Bail),
+            }
+            // A key with an escape is rare enough to leave to serde_json.
+            let Str::Borrowed(key) = self.string()? else {
+                return Err(Bail);
+            };
+            if self.skip_ws() != Some(b':') {
+                return Err(Bail);
+            }
+            self.pos += 1;
+            if !fields.field_direct(key, self)? {
+                self.skip_value()?;
+            }
+        }
+        self.pos += 1;
+        self.depth -= 1;
+        Ok(())
+    }
+
+    /// Reads an optional slot: `null` is `None` (serde's `Option`), anything else `T`.
+    pub(crate) fn option<T: Direct<'de>>(&mut self) -> Result<Option<T>> {
         if self.skip_ws() == Some(b'n') {
             self.ident(b"null")?;
-            visitor.visit_none()
+            Ok(None)
         } else {
-            visitor.visit_some(self)
+            T::read_direct(self).map(Some)
         }
     }
 
-    fn deserialize_ignored_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
-        self.skip_value()?;
-        visitor.visit_unit()
-    }
-
-    // Every other request (a `RawValue` among them, which is a newtype struct) is one this
-    // reader does not mirror: serde_json reads the record instead.
-    bail_on! {
-        deserialize_bool deserialize_i8 deserialize_i16 deserialize_i32 deserialize_i64
-        deserialize_u8 deserialize_u16 deserialize_u32 deserialize_u64 deserialize_f32
-        deserialize_f64 deserialize_char deserialize_str deserialize_string deserialize_bytes
-        deserialize_byte_buf deserialize_unit deserialize_seq deserialize_map
-        deserialize_identifier
-    }
-
-    fn deserialize_unit_struct<V: Visitor<'de>>(self, _: &'static str, _: V) -> Result<V::Value> {
-        Err(Bail)
-    }
-    fn deserialize_newtype_struct<V: Visitor<'de>>(
-        self,
-        _: &'static str,
-        _: V,
-    ) -> Result<V::Value> {
-        Err(Bail)
-    }
-    fn deserialize_tuple<V: Visitor<'de>>(self, _: usize, _: V) -> Result<V::Value> {
-        Err(Bail)
-    }
-    fn deserialize_tuple_struct<V: Visitor<'de>>(
-        self,
-        _: &'static str,
-        _: usize,
-        _: V,
-    ) -> Result<V::Value> {
-        Err(Bail)
-    }
-    fn deserialize_struct<V: Visitor<'de>>(
-        self,
-        _: &'static str,
-        _: &'static [&'static str],
-        _: V,
-    ) -> Result<V::Value> {
-        Err(Bail)
-    }
-    fn deserialize_enum<V: Visitor<'de>>(
-        self,
-        _: &'static str,
-        _: &'static [&'static str],
-        _: V,
-    ) -> Result<V::Value> {
-        Err(Bail)
+    /// A [`Scalar`] slot: `null` empties it.
+    pub(crate) fn scalar_slot(&mut self) -> Result<Option<Scalar<'de>>> {
+        Ok(match self.scalar()? {
+            Scalar::Null => None,
+            v => Some(v),
+        })
     }
 }
 
-/// An object's entries (serde_json's `MapAccess`).
-struct Entries<'r, 'de> {
-    reader: &'r mut Reader<'de>,
-    first: bool,
+impl<'de: 'a, 'a> Direct<'de> for Scalar<'a> {
+    fn read_direct(reader: &mut Reader<'de>) -> Result<Self> {
+        reader.scalar()
+    }
 }
 
-impl<'de> de::MapAccess<'de> for Entries<'_, 'de> {
-    type Error = Bail;
+/// An array item that should be an object: `null` is [`Obj::NotObject`] here (not `None`).
+impl<'de, T: Fields<'de>> Direct<'de> for Obj<T> {
+    fn read_direct(reader: &mut Reader<'de>) -> Result<Self> {
+        let mut slot = None;
+        reader.obj_in_place(&mut slot)?;
+        Ok(slot.unwrap_or(Obj::NotObject))
+    }
+}
 
-    fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>> {
-        let r = &mut *self.reader;
-        match r.skip_ws().ok_or(Bail)? {
-            b'}' => return Ok(None),
-            b'"' if self.first => self.first = false,
-            b',' if !self.first => {
-                r.pos += 1;
-                if r.skip_ws() != Some(b'"') {
-                    return Err(Bail);
+/// An array (its items read as `T`), or [`List::NotArray`] for any other value, `null`
+/// included.
+impl<'de, T: Direct<'de>> Direct<'de> for List<T> {
+    fn read_direct(reader: &mut Reader<'de>) -> Result<Self> {
+        match reader.skip_ws().ok_or(Bail)? {
+            b'[' => {
+                reader.enter()?;
+                reader.pos += 1;
+                let mut items = Vec::new();
+                loop {
+                    match reader.skip_ws().ok_or(Bail)? {
+                        b']' => break,
+                        _ if items.is_empty() => {}
+                        b',' => {
+                            reader.pos += 1;
+                            if matches!(reader.skip_ws(), None | Some(b']')) {
+                                return Err(Bail);
+                            }
+                        }
+                        _ => return Err(Bail),
+                    }
+                    items.push(T::read_direct(reader)?);
                 }
+                reader.pos += 1;
+                reader.depth -= 1;
+                Ok(List::Ok(items))
             }
-            _ => return Err(Bail),
-        }
-        seed.deserialize(KeyReader(r)).map(Some)
-    }
-
-    fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value> {
-        let r = &mut *self.reader;
-        if r.skip_ws() != Some(b':') {
-            return Err(Bail);
-        }
-        r.pos += 1;
-        seed.deserialize(r)
-    }
-}
-
-/// An array's items (serde_json's `SeqAccess`).
-struct Items<'r, 'de> {
-    reader: &'r mut Reader<'de>,
-    first: bool,
-}
-
-impl<'de> de::SeqAccess<'de> for Items<'_, 'de> {
-    type Error = Bail;
-
-    fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>> {
-        let r = &mut *self.reader;
-        match r.skip_ws().ok_or(Bail)? {
-            b']' => return Ok(None),
-            _ if self.first => self.first = false,
-            b',' => {
-                r.pos += 1;
-                if matches!(r.skip_ws(), None | Some(b']')) {
-                    return Err(Bail);
-                }
+            b'{' => {
+                reader.skip_value()?;
+                Ok(List::NotArray)
             }
-            _ => return Err(Bail),
+            first => {
+                reader.other_value(first)?;
+                Ok(List::NotArray)
+            }
         }
-        seed.deserialize(&mut *r).map(Some)
     }
 }
 
-/// An object key, its opening quote at the reader's position (serde_json's `MapKey`).
-struct KeyReader<'r, 'de>(&'r mut Reader<'de>);
-
-impl<'de> de::Deserializer<'de> for KeyReader<'_, 'de> {
-    type Error = Bail;
-
-    fn deserialize_str<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
-        self.0.visit_str(visitor)
-    }
-
-    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
-        self.0.visit_str(visitor)
-    }
-
-    fn deserialize_string<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
-        self.0.visit_str(visitor)
-    }
-
-    fn deserialize_identifier<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
-        self.0.visit_str(visitor)
-    }
-
-    fn deserialize_ignored_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
-        self.0.skip_string()?;
-        visitor.visit_unit()
-    }
-
-    bail_on! {
-        deserialize_bool deserialize_i8 deserialize_i16 deserialize_i32 deserialize_i64
-        deserialize_u8 deserialize_u16 deserialize_u32 deserialize_u64 deserialize_f32
-        deserialize_f64 deserialize_char deserialize_bytes deserialize_byte_buf
-        deserialize_option deserialize_unit deserialize_seq deserialize_map
-    }
-
-    fn deserialize_unit_struct<V: Visitor<'de>>(self, _: &'static str, _: V) -> Result<V::Value> {
-        Err(Bail)
-    }
-    fn deserialize_newtype_struct<V: Visitor<'de>>(
-        self,
-        _: &'static str,
-        _: V,
-    ) -> Result<V::Value> {
-        Err(Bail)
-    }
-    fn deserialize_tuple<V: Visitor<'de>>(self, _: usize, _: V) -> Result<V::Value> {
-        Err(Bail)
-    }
-    fn deserialize_tuple_struct<V: Visitor<'de>>(
-        self,
-        _: &'static str,
-        _: usize,
-        _: V,
-    ) -> Result<V::Value> {
-        Err(Bail)
-    }
-    fn deserialize_struct<V: Visitor<'de>>(
-        self,
-        _: &'static str,
-        _: &'static [&'static str],
-        _: V,
-    ) -> Result<V::Value> {
-        Err(Bail)
-    }
-    fn deserialize_enum<V: Visitor<'de>>(
-        self,
-        _: &'static str,
-        _: &'static [&'static str],
-        _: V,
-    ) -> Result<V::Value> {
+/// A raw value's text is serde_json's to find.
+impl<'de: 'a, 'a> Direct<'de> for &'a serde_json::value::RawValue {
+    fn read_direct(_: &mut Reader<'de>) -> Result<Self> {
         Err(Bail)
     }
 }
@@ -715,14 +637,14 @@ mod tests {
 
     use proptest::prelude::*;
 
-    use super::super::{read_record_serde, Fields, InPlace, Obj};
+    use super::super::{read_record_serde, Fields, Obj};
     use crate::parse::event::{RawEvent, TypedBody};
 
     /// Reads `text` both ways; returns whether the fast reader kept it.
     #[track_caller]
     fn same_as_serde<'a, T: Fields<'a> + Debug>(text: &'a str) -> bool {
         let mut fast: Option<Obj<T>> = None;
-        let fast_ok = super::read(text, InPlace(&mut fast)).is_ok();
+        let fast_ok = super::read_record(text, &mut fast).is_ok();
         let mut serde: Option<Obj<T>> = None;
         let serde_result = read_record_serde(text, &mut serde);
         if fast_ok {
