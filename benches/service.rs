@@ -153,6 +153,7 @@ fn throughput(brokers: &str) {
     );
 
     let plain = plain_consume(brokers, &config.topics, records);
+    let copy = plain_copy(&config, records);
 
     let rate = |secs: f64| records as f64 / secs;
     println!("== throughput, {records} Kafka records (load {})", load());
@@ -163,6 +164,11 @@ fn throughput(brokers: &str) {
         rate(plain.from_first),
         plain.from_first,
         plain.bytes as f64 / plain.from_first / 1e6
+    );
+    println!(
+        "(c) plain copy, one hop:               {:>8.0} records/s from the first record to the last acknowledgement ({:.2} s): each record consumed and produced once, unchanged, with onecount's producer settings",
+        rate(copy),
+        copy
     );
     let run = service_run(&config, state_partitions, &truth);
     println!(
@@ -253,6 +259,65 @@ fn plain_consume(brokers: &str, topics: &TopicsConfig, records: u64) -> Plain {
         from_first: first.expect("records").elapsed().as_secs_f64(),
         bytes,
     }
+}
+
+/// The cheapest pipeline through Kafka: the three inputs consumed (fresh group) and every
+/// record produced once, unchanged, to a new topic with onecount's producer settings
+/// (idempotent, `acks=all`, lz4), until all are acknowledged. onecount's records take at least
+/// two such hops (inputs to the repartition log, the log to the outputs and changelog), so this
+/// bounds what any design the issue allows can do on this machine. Seconds from the first
+/// record read to the last acknowledgement.
+fn plain_copy(config: &Config, records: u64) -> f64 {
+    let topics = &config.topics;
+    let target = random_name("bench-copy");
+    let spec = TopicSpec::new(&target, topics);
+    block_on(ensure_topics(&config.kafka, &[spec], DEFAULT_TIMEOUT)).expect("the copy topic");
+    let consumer: BaseConsumer = client(&config.kafka.brokers, &random_name("bench-copy"))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .expect("a consumer");
+    let producer: BaseProducer = onecount::kafka::client::producer_config(&config.kafka)
+        .create()
+        .expect("a producer");
+    consumer
+        .subscribe(&[&topics.browser, &topics.server, &topics.orders])
+        .expect("subscribe");
+    let started = Instant::now();
+    let (mut n, mut first) = (0u64, None);
+    while n < records {
+        assert!(
+            started.elapsed() < PHASE_TIMEOUT,
+            "plain copy: {n} of {records} records"
+        );
+        producer.poll(Duration::ZERO);
+        let Some(m) = consumer.poll(Duration::from_millis(100)) else {
+            continue;
+        };
+        let m = m.expect("reading the inputs");
+        first.get_or_insert_with(Instant::now);
+        n += 1;
+        let mut record = BaseRecord::<[u8], [u8]>::to(&target);
+        if let Some(key) = m.key() {
+            record = record.key(key);
+        }
+        if let Some(payload) = m.payload() {
+            record = record.payload(payload);
+        }
+        while let Err((e, back)) = producer.send(record) {
+            assert!(
+                matches!(e, KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)),
+                "plain copy: {e}"
+            );
+            producer.poll(Duration::from_millis(1));
+            record = back;
+        }
+    }
+    // `flush` polls in 100 ms steps (see BENCHMARKS.md, session 7): wait in 1 ms steps.
+    while producer.in_flight_count() > 0 {
+        assert!(started.elapsed() < PHASE_TIMEOUT, "plain copy: acknowledgements");
+        producer.poll(Duration::from_millis(1));
+    }
+    first.expect("records").elapsed().as_secs_f64()
 }
 
 struct Run {
