@@ -305,7 +305,10 @@ fn plain_copy(config: &Config, records: u64) -> f64 {
         }
         while let Err((e, back)) = producer.send(record) {
             assert!(
-                matches!(e, KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)),
+                matches!(
+                    e,
+                    KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)
+                ),
                 "plain copy: {e}"
             );
             producer.poll(Duration::from_millis(1));
@@ -314,7 +317,10 @@ fn plain_copy(config: &Config, records: u64) -> f64 {
     }
     // `flush` polls in 100 ms steps (see BENCHMARKS.md, session 7): wait in 1 ms steps.
     while producer.in_flight_count() > 0 {
-        assert!(started.elapsed() < PHASE_TIMEOUT, "plain copy: acknowledgements");
+        assert!(
+            started.elapsed() < PHASE_TIMEOUT,
+            "plain copy: acknowledgements"
+        );
         producer.poll(Duration::from_millis(1));
     }
     first.expect("records").elapsed().as_secs_f64()

@@ -326,6 +326,7 @@ impl Compound<'_, '_> {
         value.serialize(&mut *self.writer)
     }
 
+    #[inline(always)]
     fn field<T: Serialize + ?Sized>(&mut self, key: &'static str, value: &T) -> Result {
         self.comma();
         // A struct's field names are Rust identifiers (or serde renames of them): nothing in
@@ -409,6 +410,7 @@ impl ser::SerializeMap for Compound<'_, '_> {
 impl ser::SerializeStruct for Compound<'_, '_> {
     type Ok = ();
     type Error = Unsupported;
+    #[inline(always)]
     fn serialize_field<T: Serialize + ?Sized>(&mut self, key: &'static str, value: &T) -> Result {
         self.field(key, value)
     }
