@@ -167,8 +167,13 @@ fn throughput(brokers: &str) {
     );
     println!(
         "(c) plain copy, one hop:               {:>8.0} records/s from the first record to the last acknowledgement ({:.2} s): each record consumed and produced once, unchanged, with onecount's producer settings",
-        rate(copy),
-        copy
+        rate(copy.copy),
+        copy.copy
+    );
+    println!(
+        "    plain produce of the same records:  {:>8.0} records/s from memory, first send to last acknowledgement ({:.2} s)",
+        rate(copy.produce),
+        copy.produce
     );
     let run = service_run(&config, state_partitions, &truth);
     println!(
@@ -261,49 +266,87 @@ fn plain_consume(brokers: &str, topics: &TopicsConfig, records: u64) -> Plain {
     }
 }
 
-/// The cheapest pipeline through Kafka: the three inputs consumed (fresh group) and every
-/// record produced once, unchanged, to a new topic with onecount's producer settings
-/// (idempotent, `acks=all`, lz4), until all are acknowledged. onecount's records take at least
-/// two such hops (inputs to the repartition log, the log to the outputs and changelog), so this
-/// bounds what any design the issue allows can do on this machine. Seconds from the first
-/// record read to the last acknowledgement.
-fn plain_copy(config: &Config, records: u64) -> f64 {
+/// The cheapest pipelines through Kafka, with onecount's producer settings (idempotent,
+/// `acks=all`, lz4): the three inputs consumed (fresh group) and every record produced once,
+/// unchanged, to a new topic, until all are acknowledged (`copy`: seconds from the first record
+/// read to the last acknowledgement); then the same records produced again from memory to
+/// another topic (`produce`: seconds from the first send to the last acknowledgement).
+/// onecount's records take at least two hops (inputs to the repartition log, the log to the
+/// outputs and changelog), so these bound what any design the issue allows can do here.
+struct OneHop {
+    copy: f64,
+    produce: f64,
+}
+
+fn plain_copy(config: &Config, records: u64) -> OneHop {
     let topics = &config.topics;
-    let target = random_name("bench-copy");
-    let spec = TopicSpec::new(&target, topics);
-    block_on(ensure_topics(&config.kafka, &[spec], DEFAULT_TIMEOUT)).expect("the copy topic");
     let consumer: BaseConsumer = client(&config.kafka.brokers, &random_name("bench-copy"))
         .set("auto.offset.reset", "earliest")
         .create()
         .expect("a consumer");
-    let producer: BaseProducer = onecount::kafka::client::producer_config(&config.kafka)
-        .create()
-        .expect("a producer");
     consumer
         .subscribe(&[&topics.browser, &topics.server, &topics.orders])
         .expect("subscribe");
+    let producer = CopyProducer::new(config);
     let started = Instant::now();
-    let (mut n, mut first) = (0u64, None);
-    while n < records {
+    let mut kept = Vec::with_capacity(usize::try_from(records).expect("a count"));
+    let mut first = None;
+    while (kept.len() as u64) < records {
         assert!(
             started.elapsed() < PHASE_TIMEOUT,
-            "plain copy: {n} of {records} records"
+            "plain copy: {} of {records} records",
+            kept.len()
         );
-        producer.poll(Duration::ZERO);
+        producer.producer.poll(Duration::ZERO);
         let Some(m) = consumer.poll(Duration::from_millis(100)) else {
             continue;
         };
         let m = m.expect("reading the inputs");
         first.get_or_insert_with(Instant::now);
-        n += 1;
-        let mut record = BaseRecord::<[u8], [u8]>::to(&target);
-        if let Some(key) = m.key() {
+        producer.send(m.key(), m.payload());
+        kept.push((m.key().map(<[u8]>::to_vec), m.payload().map(<[u8]>::to_vec)));
+    }
+    producer.wait_for_acknowledgements();
+    let copy = first.expect("records").elapsed().as_secs_f64();
+
+    let producer = CopyProducer::new(config);
+    let started = Instant::now();
+    for (key, payload) in &kept {
+        producer.send(key.as_deref(), payload.as_deref());
+    }
+    producer.wait_for_acknowledgements();
+    OneHop {
+        copy,
+        produce: started.elapsed().as_secs_f64(),
+    }
+}
+
+/// A producer to a new topic of its own, for [`plain_copy`].
+struct CopyProducer {
+    producer: BaseProducer,
+    topic: String,
+}
+
+impl CopyProducer {
+    fn new(config: &Config) -> CopyProducer {
+        let topic = random_name("bench-copy");
+        let spec = TopicSpec::new(&topic, &config.topics);
+        block_on(ensure_topics(&config.kafka, &[spec], DEFAULT_TIMEOUT)).expect("a copy topic");
+        let producer = onecount::kafka::client::producer_config(&config.kafka)
+            .create()
+            .expect("a producer");
+        CopyProducer { producer, topic }
+    }
+
+    fn send(&self, key: Option<&[u8]>, payload: Option<&[u8]>) {
+        let mut record = BaseRecord::<[u8], [u8]>::to(&self.topic);
+        if let Some(key) = key {
             record = record.key(key);
         }
-        if let Some(payload) = m.payload() {
+        if let Some(payload) = payload {
             record = record.payload(payload);
         }
-        while let Err((e, back)) = producer.send(record) {
+        while let Err((e, back)) = self.producer.send(record) {
             assert!(
                 matches!(
                     e,
@@ -311,19 +354,22 @@ fn plain_copy(config: &Config, records: u64) -> f64 {
                 ),
                 "plain copy: {e}"
             );
-            producer.poll(Duration::from_millis(1));
+            self.producer.poll(Duration::from_millis(1));
             record = back;
         }
     }
-    // `flush` polls in 100 ms steps (see BENCHMARKS.md, session 7): wait in 1 ms steps.
-    while producer.in_flight_count() > 0 {
-        assert!(
-            started.elapsed() < PHASE_TIMEOUT,
-            "plain copy: acknowledgements"
-        );
-        producer.poll(Duration::from_millis(1));
+
+    /// `flush` polls in 100 ms steps (see BENCHMARKS.md, session 7): wait in 1 ms steps.
+    fn wait_for_acknowledgements(&self) {
+        let started = Instant::now();
+        while self.producer.in_flight_count() > 0 {
+            assert!(
+                started.elapsed() < PHASE_TIMEOUT,
+                "plain copy: acknowledgements"
+            );
+            self.producer.poll(Duration::from_millis(1));
+        }
     }
-    first.expect("records").elapsed().as_secs_f64()
 }
 
 struct Run {
