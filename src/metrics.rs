@@ -15,7 +15,7 @@ use prometheus::{
 };
 
 use crate::currency::is_iso4217;
-use crate::engine::stats::{DuplicateReason, Stats, UNATTRIBUTED};
+use crate::engine::stats::{DuplicateReason, Outcome, Stats, UNATTRIBUTED};
 use crate::engine::StateSize;
 use crate::model::{DeadLetterReason, DiscrepancyKind, Input, MatchKey, RevenueWindow};
 
@@ -73,41 +73,6 @@ pub fn currency_label(code: &str) -> &str {
         OTHER
     }
 }
-
-const OUTCOMES: [(Input, &[&str]); 3] = [
-    (
-        Input::Browser,
-        &[
-            "conversion",
-            "merged",
-            "duplicate",
-            "consent_dropped",
-            "dead_letter",
-            "late",
-        ],
-    ),
-    (
-        Input::Server,
-        &[
-            "conversion",
-            "merged",
-            "duplicate",
-            "consent_dropped",
-            "dead_letter",
-            "late",
-        ],
-    ),
-    (
-        Input::Orders,
-        &[
-            "dead_letter",
-            "order_applied",
-            "order_redelivered",
-            "order_tombstone",
-            "order_historical",
-        ],
-    ),
-];
 
 const DEAD_LETTER_REASONS: [DeadLetterReason; 7] = [
     DeadLetterReason::Empty,
@@ -415,10 +380,10 @@ impl Metrics {
             pixels: PixelLabels::new(max_pixels, configured_pixels),
             high_water: Stats::default(),
         };
-        for (input, outcomes) in OUTCOMES {
-            for outcome in outcomes {
+        for input in Input::ALL {
+            for outcome in Outcome::of(input) {
                 m.input_records
-                    .with_label_values(&[input.as_str(), outcome]);
+                    .with_label_values(&[input.as_str(), outcome.as_str()]);
             }
             for reason in DEAD_LETTER_REASONS {
                 m.dead_letters
@@ -506,15 +471,12 @@ impl Metrics {
                 family.with_label_values(labels).inc_by(delta);
             }
         };
-        for (input, outcomes) in &stats.outcomes {
-            let marks = slot(&mut marks.outcomes, input);
-            for (outcome, n) in outcomes {
-                inc(
-                    &self.input_records,
-                    &[input, outcome],
-                    rise(slot(marks, outcome), *n),
-                );
-            }
+        for (input, outcome, n) in stats.outcomes.iter() {
+            inc(
+                &self.input_records,
+                &[input.as_str(), outcome.as_str()],
+                rise(marks.outcomes.count_mut(input, outcome), n),
+            );
         }
         let mut tracked: BTreeMap<(String, String), f64> = BTreeMap::new();
         let mut backend: BTreeMap<(String, String), f64> = BTreeMap::new();
@@ -558,11 +520,17 @@ impl Metrics {
                     &mut mark.discrepancies,
                     &self.discrepancies,
                 ),
-                (&p.match_keys, &mut mark.match_keys, &self.match_keys),
             ] {
                 for (k, n) in map {
                     inc(family, &[&label, k], rise(slot(marks, k), *n));
                 }
+            }
+            for (key, n) in p.match_keys.iter() {
+                inc(
+                    &self.match_keys,
+                    &[&label, key.as_str()],
+                    rise(mark.match_keys.count_mut(key), n),
+                );
             }
             for (totals, map) in [
                 (&mut tracked, &p.tracked_revenue),
@@ -673,10 +641,7 @@ mod tests {
     /// An accounting where every count of one pixel is `n`, with `n` in tracked revenue.
     fn stats_at(n: u64) -> Stats {
         let mut s = Stats::default();
-        s.outcomes
-            .entry("browser".to_string())
-            .or_default()
-            .insert("conversion".to_string(), n);
+        *s.outcomes.count_mut(Input::Browser, Outcome::Conversion) = n;
         add_pixel(&mut s, PIXEL, n);
         s
     }
@@ -691,7 +656,7 @@ mod tests {
             .both = n;
         p.duplicates.insert("same_source".to_string(), n);
         p.discrepancies.insert("value_parity".to_string(), n);
-        p.match_keys.insert("email".to_string(), n);
+        *p.match_keys.count_mut(MatchKey::Email) = n;
         p.tracked_revenue
             .insert("EUR".to_string(), Money(n as i64 * Money::MICROS_PER_UNIT));
     }
@@ -768,11 +733,9 @@ mod tests {
         let mut m = Metrics::new(DEFAULT_MAX_PIXELS, &[]);
         m.observe_stats(&stats_at(10));
         let mut restored = stats_at(6);
-        restored
+        *restored
             .outcomes
-            .get_mut("browser")
-            .unwrap()
-            .insert("duplicate".to_string(), 2);
+            .count_mut(Input::Browser, Outcome::Duplicate) = 2;
         add_pixel(&mut restored, "PIXEL2", 3);
         m.observe_stats(&restored);
         assert_eq!(counts(&m, PIXEL), [10; 7]);

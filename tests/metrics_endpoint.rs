@@ -6,9 +6,11 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use onecount::config::Config;
+use onecount::engine::stats::Outcome;
 use onecount::generate::{generate_to_dir, GenerateOptions};
 use onecount::http::HttpServer;
 use onecount::metrics::Metrics;
+use onecount::model::Input;
 use onecount::replay::{replay, ReplayInputs};
 
 fn get(addr: std::net::SocketAddr, path: &str) -> (String, String) {
@@ -113,17 +115,12 @@ fn replay_metrics_match_its_stats_and_serve_over_http() {
         sum(&body, "onecount_dead_letters_total", &[]),
         stats.dead_letters as f64
     );
-    let dead = |input: &str| {
-        stats.outcomes[input]
-            .get("dead_letter")
-            .copied()
-            .unwrap_or(0)
-    };
+    let dead = |input: Input| stats.outcomes.get(input, Outcome::DeadLetter).unwrap_or(0);
     assert_eq!(
         sum(&body, "onecount_events_received_total", &[]),
         (stats.input_records.browser + stats.input_records.server
-            - dead("browser")
-            - dead("server")) as f64,
+            - dead(Input::Browser)
+            - dead(Input::Server)) as f64,
         "every parsed browser or server copy is received once"
     );
     for (kind, n) in &stats.discrepancies {

@@ -59,6 +59,169 @@ pub enum OrderOutcome {
     Historical,
 }
 
+/// The bucket an input record lands in: the keys of `stats.outcomes` and the `outcome` label of
+/// `onecount_input_records_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Conversion,
+    Merged,
+    Duplicate,
+    ConsentDropped,
+    DeadLetter,
+    Late,
+    OrderApplied,
+    OrderRedelivered,
+    OrderTombstone,
+    OrderHistorical,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 10] = [
+        Outcome::Conversion,
+        Outcome::Merged,
+        Outcome::Duplicate,
+        Outcome::ConsentDropped,
+        Outcome::DeadLetter,
+        Outcome::Late,
+        Outcome::OrderApplied,
+        Outcome::OrderRedelivered,
+        Outcome::OrderTombstone,
+        Outcome::OrderHistorical,
+    ];
+
+    /// The buckets a record of `input` can land in.
+    pub fn of(input: Input) -> &'static [Outcome] {
+        match input {
+            Input::Browser | Input::Server => &Outcome::ALL[..6],
+            Input::Orders => &[
+                Outcome::DeadLetter,
+                Outcome::OrderApplied,
+                Outcome::OrderRedelivered,
+                Outcome::OrderTombstone,
+                Outcome::OrderHistorical,
+            ],
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Conversion => "conversion",
+            Outcome::Merged => "merged",
+            Outcome::Duplicate => "duplicate",
+            Outcome::ConsentDropped => "consent_dropped",
+            Outcome::DeadLetter => "dead_letter",
+            Outcome::Late => "late",
+            Outcome::OrderApplied => "order_applied",
+            Outcome::OrderRedelivered => "order_redelivered",
+            Outcome::OrderTombstone => "order_tombstone",
+            Outcome::OrderHistorical => "order_historical",
+        }
+    }
+}
+
+/// Input records by input and [`Outcome`]. Counted in an array, not a map of names: a
+/// conversion counts one or two outcomes, and two string-keyed lookups each cost more than the
+/// rest of its accounting. Written as `{input: {outcome: n}}` (names in order, only the
+/// outcomes that happened), as a map of maps would be.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Outcomes([[Option<u64>; Outcome::ALL.len()]; Input::ALL.len()]);
+
+impl Outcomes {
+    /// The count of `outcome` for `input`, created at 0 (so it is written) the first time.
+    pub fn count_mut(&mut self, input: Input, outcome: Outcome) -> &mut u64 {
+        self.0[input as usize][outcome as usize].get_or_insert(0)
+    }
+
+    /// The count of `outcome` for `input`; `None` if it never happened.
+    pub fn get(&self, input: Input, outcome: Outcome) -> Option<u64> {
+        self.0[input as usize][outcome as usize]
+    }
+
+    /// Every count that happened.
+    pub fn iter(&self) -> impl Iterator<Item = (Input, Outcome, u64)> + '_ {
+        Input::ALL.into_iter().flat_map(move |input| {
+            Outcome::ALL
+                .into_iter()
+                .filter_map(move |o| self.get(input, o).map(|n| (input, o, n)))
+        })
+    }
+}
+
+impl Serialize for Outcomes {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map: BTreeMap<&str, BTreeMap<&str, u64>> = BTreeMap::new();
+        for (input, outcome, n) in self.iter() {
+            map.entry(input.as_str())
+                .or_default()
+                .insert(outcome.as_str(), n);
+        }
+        map.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Outcomes {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let map = BTreeMap::<String, BTreeMap<String, u64>>::deserialize(d)?;
+        let mut outcomes = Outcomes::default();
+        for (input, counts) in map {
+            let input = Input::ALL
+                .into_iter()
+                .find(|i| i.as_str() == input)
+                .ok_or_else(|| D::Error::custom(format!("unknown input {input:?}")))?;
+            for (outcome, n) in counts {
+                let outcome = Outcome::ALL
+                    .into_iter()
+                    .find(|o| o.as_str() == outcome)
+                    .ok_or_else(|| D::Error::custom(format!("unknown outcome {outcome:?}")))?;
+                *outcomes.count_mut(input, outcome) = n;
+            }
+        }
+        Ok(outcomes)
+    }
+}
+
+/// Conversions carrying each match key: an array by [`MatchKey`] for the same reason as
+/// [`Outcomes`]. Written as `{key: n}` (names in order, only the keys seen).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MatchKeyCounts([u64; MatchKey::ALL.len()]);
+
+impl MatchKeyCounts {
+    pub fn count_mut(&mut self, key: MatchKey) -> &mut u64 {
+        &mut self.0[key as usize]
+    }
+
+    /// Every key seen, with its count.
+    pub fn iter(&self) -> impl Iterator<Item = (MatchKey, u64)> + '_ {
+        MatchKey::ALL
+            .into_iter()
+            .map(|k| (k, self.0[k as usize]))
+            .filter(|&(_, n)| n > 0)
+    }
+}
+
+impl Serialize for MatchKeyCounts {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let map: BTreeMap<&str, u64> = self.iter().map(|(k, n)| (k.as_str(), n)).collect();
+        map.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for MatchKeyCounts {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let mut counts = MatchKeyCounts::default();
+        for (key, n) in BTreeMap::<String, u64>::deserialize(d)? {
+            let key = MatchKey::ALL
+                .into_iter()
+                .find(|k| k.as_str() == key)
+                .ok_or_else(|| D::Error::custom(format!("unknown match key {key:?}")))?;
+            *counts.count_mut(key) = n;
+        }
+        Ok(counts)
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct InputRecords {
     pub browser: u64,
@@ -101,7 +264,7 @@ pub struct PixelStats {
     pub consent_dropped: CopyCounts,
     pub discrepancies: BTreeMap<String, u64>,
     /// Conversions carrying each match key.
-    pub match_keys: BTreeMap<String, u64>,
+    pub match_keys: MatchKeyCounts,
     pub tracked_revenue: BTreeMap<String, Money>,
     pub backend_revenue: BTreeMap<String, Money>,
 }
@@ -131,10 +294,8 @@ pub struct Stats {
     pub backend_revenue: BTreeMap<String, Money>,
     /// The same, per pixel code.
     pub pixels: BTreeMap<String, PixelStats>,
-    /// Every input record's bucket, per input: `conversion`, `merged`, `duplicate`,
-    /// `consent_dropped`, `dead_letter`, `late` (browser, server) and `dead_letter`,
-    /// `order_applied`, `order_redelivered`, `order_tombstone`, `order_historical` (orders).
-    pub outcomes: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Every input record's bucket, per input ([`Outcome::of`]).
+    pub outcomes: Outcomes,
 }
 
 impl Default for Stats {
@@ -165,7 +326,7 @@ impl Default for Stats {
             tracked_revenue: BTreeMap::new(),
             backend_revenue: BTreeMap::new(),
             pixels: BTreeMap::new(),
-            outcomes: BTreeMap::new(),
+            outcomes: Outcomes::default(),
         }
     }
 }
@@ -180,15 +341,8 @@ impl Stats {
         self.input_records.total += 1;
     }
 
-    fn outcome(&mut self, input: Input, outcome: &str, n: u64) {
-        let input = input.as_str();
-        match self.outcomes.get_mut(input) {
-            Some(outcomes) => bump(outcomes, outcome, n),
-            None => {
-                let outcomes = BTreeMap::from([(outcome.to_string(), n)]);
-                self.outcomes.insert(input.to_string(), outcomes);
-            }
-        }
+    fn outcome(&mut self, input: Input, outcome: Outcome, n: u64) {
+        *self.outcomes.count_mut(input, outcome) += n;
     }
 
     fn pixel(&mut self, pixel: &str) -> &mut PixelStats {
@@ -218,14 +372,14 @@ impl Stats {
             SourcesSeen::Both => c.both += 1,
         };
         tally(&mut self.sources);
-        self.outcome(conversion.first_source.input(), "conversion", 1);
+        self.outcome(conversion.first_source.input(), Outcome::Conversion, 1);
         if conversion.sources == SourcesSeen::Both {
             self.merged += 1;
             let other = match conversion.first_source {
                 Source::Browser => Input::Server,
                 Source::Server => Input::Browser,
             };
-            self.outcome(other, "merged", 1);
+            self.outcome(other, Outcome::Merged, 1);
         }
         let p = self.pixel(&conversion.event_source_id);
         let event = standard_event_name(&conversion.event);
@@ -239,7 +393,7 @@ impl Stats {
         }
         for key in MatchKey::ALL {
             if conversion.user.key(key).is_some() {
-                bump(&mut p.match_keys, key.as_str(), 1);
+                *p.match_keys.count_mut(key) += 1;
             }
         }
     }
@@ -252,34 +406,34 @@ impl Stats {
         copies: u64,
     ) {
         self.duplicates += copies;
-        self.outcome(source.input(), "duplicate", copies);
+        self.outcome(source.input(), Outcome::Duplicate, copies);
         bump(&mut self.duplicates_by_reason, reason.as_str(), copies);
         bump(&mut self.pixel(pixel).duplicates, reason.as_str(), copies);
     }
 
     pub fn consent_dropped(&mut self, pixel: &str, source: Source, copies: u64) {
         self.consent_dropped += copies;
-        self.outcome(source.input(), "consent_dropped", copies);
+        self.outcome(source.input(), Outcome::ConsentDropped, copies);
         self.pixel(pixel).consent_dropped.add(source, copies);
     }
 
     pub fn dead_letter(&mut self, input: Input, reason: DeadLetterReason) {
         self.dead_letters += 1;
-        self.outcome(input, "dead_letter", 1);
+        self.outcome(input, Outcome::DeadLetter, 1);
         bump(&mut self.dead_letters_by_reason, reason.as_str(), 1);
     }
 
     pub fn late(&mut self, input: Input) {
         self.late += 1;
-        self.outcome(input, "late", 1);
+        self.outcome(input, Outcome::Late, 1);
     }
 
     pub fn order(&mut self, outcome: OrderOutcome) {
         let (counter, name) = match outcome {
-            OrderOutcome::Applied => (&mut self.orders_applied, "order_applied"),
-            OrderOutcome::Redelivered => (&mut self.orders_redelivered, "order_redelivered"),
-            OrderOutcome::Tombstone => (&mut self.orders_tombstones, "order_tombstone"),
-            OrderOutcome::Historical => (&mut self.orders_historical, "order_historical"),
+            OrderOutcome::Applied => (&mut self.orders_applied, Outcome::OrderApplied),
+            OrderOutcome::Redelivered => (&mut self.orders_redelivered, Outcome::OrderRedelivered),
+            OrderOutcome::Tombstone => (&mut self.orders_tombstones, Outcome::OrderTombstone),
+            OrderOutcome::Historical => (&mut self.orders_historical, Outcome::OrderHistorical),
         };
         *counter += 1;
         self.outcome(Input::Orders, name, 1);
@@ -335,5 +489,47 @@ fn add_money(map: &mut BTreeMap<String, Money>, currency: &str, delta: Money) {
         None => {
             map.insert(currency.to_string(), delta);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The arrays are written exactly as the maps of names they replaced were (`stats.json`
+    /// and the changelog's checkpoints keep their format) and read back the same.
+    #[test]
+    fn outcomes_and_match_keys_are_written_as_maps_of_names() {
+        let mut stats = Stats::default();
+        stats.late(Input::Server);
+        stats.order(OrderOutcome::Tombstone);
+        stats.dead_letter(Input::Browser, DeadLetterReason::InvalidJson);
+        stats.dead_letter(Input::Browser, DeadLetterReason::InvalidJson);
+        *stats.outcomes.count_mut(Input::Browser, Outcome::Merged) = 0;
+        let p = stats.pixel("PIXEL1");
+        *p.match_keys.count_mut(MatchKey::Ttp) = 3;
+        *p.match_keys.count_mut(MatchKey::Email) = 1;
+
+        let json = serde_json::to_value(&stats).unwrap();
+        assert_eq!(
+            json["outcomes"].to_string(),
+            r#"{"browser":{"dead_letter":2,"merged":0},"orders":{"order_tombstone":1},"server":{"late":1}}"#
+        );
+        assert_eq!(
+            json["pixels"]["PIXEL1"]["match_keys"].to_string(),
+            r#"{"email":1,"ttp":3}"#
+        );
+        let back: Stats = serde_json::from_value(json).unwrap();
+        assert_eq!(back, stats);
+    }
+
+    #[test]
+    fn an_unknown_outcome_or_match_key_is_an_error() {
+        let outcome = serde_json::from_str::<Outcomes>(r#"{"browser":{"teleported":1}}"#);
+        assert!(outcome.unwrap_err().to_string().contains("teleported"));
+        let input = serde_json::from_str::<Outcomes>(r#"{"fax":{"late":1}}"#);
+        assert!(input.unwrap_err().to_string().contains("fax"));
+        let key = serde_json::from_str::<MatchKeyCounts>(r#"{"ssn":1}"#);
+        assert!(key.unwrap_err().to_string().contains("ssn"));
     }
 }

@@ -144,7 +144,9 @@ impl<'de> Reader<'de> {
                 // SAFETY: `start` follows an ASCII quote and `end` is at one, so both are
                 // character boundaries of `text` and `start <= end <= text.len()`. The checked
                 // slice tested both boundaries again, a call per string of every record.
-                Ok(Str::Borrowed(unsafe { self.text.get_unchecked(start..end) }))
+                Ok(Str::Borrowed(unsafe {
+                    self.text.get_unchecked(start..end)
+                }))
             }
             Some(b'\\') => {
                 self.scratch.clear();
