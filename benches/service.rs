@@ -1,5 +1,6 @@
-//! The Kafka service against the broker: throughput next to a plain consume of the same topics,
-//! processing latency, and how long a state task takes to restore N live dedup keys.
+//! The Kafka service against the broker: throughput next to a plain consume of the same topics
+//! and a plain copy and produce of their records (what one Kafka hop costs here), processing
+//! latency, and how long a state task takes to restore N live dedup keys.
 //!
 //! Needs a broker at `ONECOUNT_TEST_KAFKA` (scripts/bench.sh service starts one). Run:
 //! `scripts/bench.sh service`. A benchmark: it prints figures and checks only that the service
