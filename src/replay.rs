@@ -5,7 +5,6 @@
 //! files and `stats.json`. Must not: apply a rule; everything it decides is which input to read
 //! next, and that depends only on the data.
 
-use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -369,39 +368,39 @@ where
     let limit = config.engine.max_record_bytes;
     let parser = Parser::new(&config.engine, &config.orders);
     let mut engine = Engine::new(&config.engine, &config.orders);
-    let mut ahead = readers.map(|r| Ahead::new(LineReader::new(r, limit)));
+    let mut readers = readers.map(|r| Some(LineReader::new(r, limit)));
     let mut out = Outputs::default();
-    let mut scratch = Vec::new();
+    let mut parsed = Vec::new();
     let mut buf = Vec::new();
     loop {
         let next = Input::ALL
             .iter()
             .copied()
-            .filter(|i| !ahead[i.index()].finished)
+            .filter(|i| readers[i.index()].is_some())
             .min_by_key(|i| (engine.highest_seen(*i).unwrap_or(i64::MIN), i.index()));
         let Some(input) = next else { break };
-        let a = &mut ahead[input.index()];
-        if a.lines.is_empty() {
-            a.fill(config, &parser, input, &mut scratch, &mut buf);
-        }
-        match a.lines.pop_front() {
-            Some(n) => {
-                for p in a.parsed.drain(..n) {
+        let reader = readers[input.index()].as_mut().expect("unfinished");
+        let line = reader
+            .next_line(&mut buf)
+            .map_err(|source| ReplayError::Read {
+                input: input.as_str(),
+                source,
+            })?;
+        match line {
+            None => {
+                readers[input.index()] = None;
+                engine.finish_input(input, &mut out);
+            }
+            Some(Line::Text(offset, bytes)) => {
+                parser.parse(input, 0, offset, Some(bytes), &mut parsed);
+                for p in parsed.drain(..) {
                     engine.process(p, &mut out);
                 }
             }
-            None => match a.error.take() {
-                Some(source) => {
-                    return Err(ReplayError::Read {
-                        input: input.as_str(),
-                        source,
-                    })
-                }
-                None => {
-                    a.finished = true;
-                    engine.finish_input(input, &mut out);
-                }
-            },
+            Some(Line::TooLong(offset, prefix)) => {
+                let dead = too_long(config, input, offset, &prefix);
+                engine.process(Parsed::DeadLetter(dead), &mut out);
+            }
         }
         if out.conversions.len() + out.discrepancies.len() >= 1024 {
             sink(&mut out, &engine)?;
@@ -410,74 +409,6 @@ where
     engine.flush(&mut out);
     sink(&mut out, &engine)?;
     Ok(engine.stats().clone())
-}
-
-/// Lines parsed ahead per input before the engine takes them.
-const AHEAD_LINES: usize = 256;
-/// Records parsed ahead per input (a server body can hold many): the bound on memory.
-const AHEAD_RECORDS: usize = 512;
-
-/// One input's lines, parsed ahead of the engine. The parser then runs for a batch of lines
-/// at a time instead of taking turns with the engine at every line: the two together do not fit
-/// the CPU's instruction cache, and alternating cost more stalls than either's instructions.
-/// The engine still takes the records a line at a time, in the order the inputs' event times
-/// give, exactly as without the read-ahead: parsing depends on nothing the engine holds.
-struct Ahead<R> {
-    /// `None` once the input has ended (or failed).
-    reader: Option<LineReader<R>>,
-    parsed: VecDeque<Parsed>,
-    /// How many of `parsed` each line gave, in order.
-    lines: VecDeque<usize>,
-    /// A read error, raised when the lines read before it have been taken.
-    error: Option<io::Error>,
-    /// The engine has been told the input ended.
-    finished: bool,
-}
-
-impl<R: BufRead> Ahead<R> {
-    fn new(reader: LineReader<R>) -> Self {
-        Ahead {
-            reader: Some(reader),
-            parsed: VecDeque::new(),
-            lines: VecDeque::new(),
-            error: None,
-            finished: false,
-        }
-    }
-
-    fn fill(
-        &mut self,
-        config: &Config,
-        parser: &Parser,
-        input: Input,
-        scratch: &mut Vec<Parsed>,
-        buf: &mut Vec<u8>,
-    ) {
-        while self.lines.len() < AHEAD_LINES && self.parsed.len() < AHEAD_RECORDS {
-            let Some(reader) = self.reader.as_mut() else {
-                return;
-            };
-            match reader.next_line(buf) {
-                Ok(Some(Line::Text(offset, bytes))) => {
-                    parser.parse(input, 0, offset, Some(bytes), scratch);
-                }
-                Ok(Some(Line::TooLong(offset, prefix))) => {
-                    scratch.push(Parsed::DeadLetter(too_long(config, input, offset, &prefix)));
-                }
-                Ok(None) => {
-                    self.reader = None;
-                    return;
-                }
-                Err(e) => {
-                    self.reader = None;
-                    self.error = Some(e);
-                    return;
-                }
-            }
-            self.lines.push_back(scratch.len());
-            self.parsed.extend(scratch.drain(..));
-        }
-    }
 }
 
 fn too_long(config: &Config, input: Input, offset: i64, prefix: &[u8]) -> DeadLetter {
@@ -542,50 +473,5 @@ mod tests {
                 "buffer of {capacity} bytes"
             );
         }
-    }
-
-    /// Gives `text`, then fails.
-    struct FailingAfter(io::Cursor<Vec<u8>>);
-
-    impl io::Read for FailingAfter {
-        fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-            match self.0.read(out)? {
-                0 => Err(io::Error::other("disk gone")),
-                n => Ok(n),
-            }
-        }
-    }
-
-    /// A read error met while reading ahead is still the replay's error, naming its input and
-    /// cause, and nothing more reaches the sink.
-    #[test]
-    fn a_read_error_met_while_reading_ahead_stops_the_replay() {
-        let event = |id: u32| {
-            format!(
-                r#"{{"event_source_id":"P1","event":"ViewContent","event_id":"e{id}","event_time":1700000000,"user":{{"ttp":"t{id}"}}}}"#
-            )
-        };
-        let text = format!("{}\n{}\n", event(1), event(2));
-        let reader = |bytes: Vec<u8>| -> Box<dyn BufRead> {
-            Box::new(BufReader::new(FailingAfter(io::Cursor::new(bytes))))
-        };
-        let empty = || -> Box<dyn BufRead> { Box::new(io::Cursor::new(Vec::new())) };
-        let mut sunk = false;
-        let result = run(
-            &Config::default(),
-            [reader(text.into_bytes()), empty(), empty()],
-            |_, _| {
-                sunk = true;
-                Ok(())
-            },
-        );
-        match result {
-            Err(ReplayError::Read { input, source }) => {
-                assert_eq!(input, "browser");
-                assert_eq!(source.to_string(), "disk gone");
-            }
-            other => panic!("expected a read error, got {other:?}"),
-        }
-        assert!(!sunk, "the sink is not called after the error");
     }
 }
