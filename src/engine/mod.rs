@@ -522,15 +522,20 @@ impl Engine {
     /// deadlines, revenue windows (a release can add a deadline, a deadline can change a window).
     fn fire_until(&mut self, watermark: i64, out: &mut Outputs) {
         loop {
-            let next = [
-                self.reorder.peek().map(|Reverse(b)| (b.time, 0)),
-                self.dedup.next_due().map(|t| (t, 1)),
-                self.reconciler.next_due().map(|t| (t, 2)),
-                self.revenue.next_due().map(|t| (t, 3)),
-            ]
-            .into_iter()
-            .flatten()
-            .min();
+            // The earliest of the four, the lower kind on a tie: what the `min` of an array of
+            // the four gave, without building and flattening the array on every turn.
+            let mut next = self.reorder.peek().map(|Reverse(b)| (b.time, 0));
+            for (due, kind) in [
+                (self.dedup.next_due(), 1),
+                (self.reconciler.next_due(), 2),
+                (self.revenue.next_due(), 3),
+            ] {
+                if let Some(due) = due {
+                    if next.is_none_or(|(earliest, _)| due < earliest) {
+                        next = Some((due, kind));
+                    }
+                }
+            }
             match next {
                 Some((due, kind)) if due < watermark || watermark == i64::MAX => match kind {
                     0 => {
