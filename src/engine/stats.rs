@@ -3,7 +3,7 @@
 //! Owns: the counters behind `stats.json` and the conservation check. Must not: decide a bucket
 //! (the engine does); it only counts what it is told.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
@@ -61,7 +61,8 @@ pub enum OrderOutcome {
 
 /// The bucket an input record lands in: the keys of `stats.outcomes` and the `outcome` label of
 /// `onecount_input_records_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Outcome {
     Conversion,
     Merged,
@@ -129,12 +130,12 @@ pub struct Outcomes([[Option<u64>; Outcome::ALL.len()]; Input::ALL.len()]);
 impl Outcomes {
     /// The count of `outcome` for `input`, created at 0 (so it is written) the first time.
     pub fn count_mut(&mut self, input: Input, outcome: Outcome) -> &mut u64 {
-        self.0[input as usize][outcome as usize].get_or_insert(0)
+        self.0[input.index()][outcome as usize].get_or_insert(0)
     }
 
     /// The count of `outcome` for `input`; `None` if it never happened.
     pub fn get(&self, input: Input, outcome: Outcome) -> Option<u64> {
-        self.0[input as usize][outcome as usize]
+        self.0[input.index()][outcome as usize]
     }
 
     /// Every count that happened.
@@ -161,19 +162,9 @@ impl Serialize for Outcomes {
 
 impl<'de> Deserialize<'de> for Outcomes {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        use serde::de::Error;
-        let map = BTreeMap::<String, BTreeMap<String, u64>>::deserialize(d)?;
         let mut outcomes = Outcomes::default();
-        for (input, counts) in map {
-            let input = Input::ALL
-                .into_iter()
-                .find(|i| i.as_str() == input)
-                .ok_or_else(|| D::Error::custom(format!("unknown input {input:?}")))?;
+        for (input, counts) in BTreeMap::<Input, BTreeMap<Outcome, u64>>::deserialize(d)? {
             for (outcome, n) in counts {
-                let outcome = Outcome::ALL
-                    .into_iter()
-                    .find(|o| o.as_str() == outcome)
-                    .ok_or_else(|| D::Error::custom(format!("unknown outcome {outcome:?}")))?;
                 *outcomes.count_mut(input, outcome) = n;
             }
         }
@@ -209,13 +200,8 @@ impl Serialize for MatchKeyCounts {
 
 impl<'de> Deserialize<'de> for MatchKeyCounts {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        use serde::de::Error;
         let mut counts = MatchKeyCounts::default();
-        for (key, n) in BTreeMap::<String, u64>::deserialize(d)? {
-            let key = MatchKey::ALL
-                .into_iter()
-                .find(|k| k.as_str() == key)
-                .ok_or_else(|| D::Error::custom(format!("unknown match key {key:?}")))?;
+        for (key, n) in HashMap::<MatchKey, u64>::deserialize(d)? {
             *counts.count_mut(key) = n;
         }
         Ok(counts)
