@@ -23,6 +23,8 @@ use onecount::config::{Config, TopicsConfig};
 use onecount::engine::{Engine, Outputs};
 use onecount::generate::{GenerateOptions, Truth};
 use onecount::kafka::admin::{ensure_topics, TopicSpec, DEFAULT_TIMEOUT};
+use onecount::kafka::client::{create_with_context, producer_config};
+use onecount::kafka::delivery::{DeliveryTally, REPORT_POLL};
 use onecount::kafka::publish::{generate_to_kafka, PublishOptions};
 use onecount::model::{Event, Input, Page, Position, Properties, Record, Source, User};
 use onecount::parse::Parsed;
@@ -30,7 +32,7 @@ use onecount::service::state::restore_from_changelog;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
@@ -322,9 +324,10 @@ fn plain_copy(config: &Config, records: u64) -> OneHop {
     }
 }
 
-/// A producer to a new topic of its own, for [`plain_copy`].
+/// A producer to a new topic of its own, for [`plain_copy`], counting acknowledgements and
+/// failures as onecount's own producers do.
 struct CopyProducer {
-    producer: BaseProducer,
+    producer: BaseProducer<DeliveryTally>,
     topic: String,
 }
 
@@ -333,9 +336,9 @@ impl CopyProducer {
         let topic = random_name("bench-copy");
         let spec = TopicSpec::new(&topic, &config.topics);
         block_on(ensure_topics(&config.kafka, &[spec], DEFAULT_TIMEOUT)).expect("a copy topic");
-        let producer = onecount::kafka::client::producer_config(&config.kafka)
-            .create()
-            .expect("a producer");
+        let producer =
+            create_with_context(&producer_config(&config.kafka), DeliveryTally::default())
+                .expect("a producer");
         CopyProducer { producer, topic }
     }
 
@@ -347,29 +350,41 @@ impl CopyProducer {
         if let Some(payload) = payload {
             record = record.payload(payload);
         }
-        while let Err((e, back)) = self.producer.send(record) {
-            assert!(
-                matches!(
-                    e,
-                    KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)
-                ),
-                "plain copy: {e}"
-            );
-            self.producer.poll(Duration::from_millis(1));
-            record = back;
-        }
+        send_waiting(&self.producer, record, "plain copy");
+        self.producer.context().sent();
     }
 
-    /// `flush` polls in 100 ms steps (see BENCHMARKS.md, session 7): wait in 1 ms steps.
     fn wait_for_acknowledgements(&self) {
-        let started = Instant::now();
-        while self.producer.in_flight_count() > 0 {
-            assert!(
-                started.elapsed() < PHASE_TIMEOUT,
-                "plain copy: acknowledgements"
-            );
-            self.producer.poll(Duration::from_millis(1));
-        }
+        let tally = self.producer.context();
+        assert!(
+            tally.wait_until_acknowledged(&self.producer, PHASE_TIMEOUT),
+            "plain copy: {} records unacknowledged",
+            tally.in_flight()
+        );
+        assert_eq!(
+            tally.failure(),
+            None,
+            "plain copy: a record was not written"
+        );
+    }
+}
+
+/// Sends `record`, serving delivery reports while librdkafka's queue is full.
+fn send_waiting<C: ProducerContext<DeliveryOpaque = ()>>(
+    producer: &BaseProducer<C>,
+    mut record: BaseRecord<'_, [u8], [u8]>,
+    what: &str,
+) {
+    while let Err((e, back)) = producer.send(record) {
+        assert!(
+            matches!(
+                e,
+                KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)
+            ),
+            "{what}: {e}"
+        );
+        producer.poll(REPORT_POLL);
+        record = back;
     }
 }
 
@@ -746,17 +761,7 @@ fn restore(brokers: &str, n: u64) {
         if let Some(v) = &e.value {
             record = record.payload(&v[..]);
         }
-        let mut record = record;
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                    producer.poll(Duration::from_millis(10));
-                    record = r;
-                }
-                Err((e, _)) => panic!("producing the changelog: {e}"),
-            }
-        }
+        send_waiting(&producer, record, "producing the changelog");
     }
     producer
         .flush(Duration::from_secs(600))
