@@ -436,11 +436,12 @@ impl<'de> Reader<'de> {
         }
     }
 
-    /// A value read and dropped where a visitor takes any value but wants only one kind
-    /// (objects and arrays are the caller's): consumed exactly as serde_json's
-    /// `deserialize_any` would read it, so a number serde_json rejects gives up.
+    /// A value read and dropped where a visitor takes any value but wants only one kind (an
+    /// object, an array): consumed exactly as serde_json's `deserialize_any` would read it, so
+    /// a number serde_json rejects gives up. Objects and arrays are only skipped.
     fn other_value(&mut self, first: u8) -> Result<()> {
         match first {
+            b'{' | b'[' => self.skip_value(),
             b'"' => self.skip_string(),
             b'-' | b'0'..=b'9' => self.number().map(drop),
             b'n' => self.ident(b"null"),
@@ -503,11 +504,6 @@ impl<'de> Reader<'de> {
             b'n' => {
                 self.ident(b"null")?;
                 *slot = None;
-                Ok(())
-            }
-            b'[' => {
-                self.skip_value()?;
-                *slot = Some(Obj::NotObject);
                 Ok(())
             }
             first => {
@@ -613,10 +609,6 @@ impl<'de, T: Direct<'de>> Direct<'de> for List<T> {
                 reader.pos += 1;
                 reader.depth -= 1;
                 Ok(List::Ok(items))
-            }
-            b'{' => {
-                reader.skip_value()?;
-                Ok(List::NotArray)
             }
             first => {
                 reader.other_value(first)?;
