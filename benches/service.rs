@@ -26,7 +26,9 @@ use onecount::kafka::admin::{ensure_topics, TopicSpec, DEFAULT_TIMEOUT};
 use onecount::kafka::client::{create_with_context, producer_config};
 use onecount::kafka::delivery::{DeliveryTally, REPORT_POLL};
 use onecount::kafka::publish::{generate_to_kafka, PublishOptions};
-use onecount::model::{Event, Input, Page, Position, Properties, Record, Source, User};
+use onecount::model::{
+    Event, EventFields, Input, Page, Position, Properties, Record, Source, User,
+};
 use onecount::parse::Parsed;
 use onecount::service::state::restore_from_changelog;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -827,7 +829,7 @@ fn status_kb(field: &str) -> u64 {
 }
 
 fn event(i: u64, t: i64) -> Event {
-    Event {
+    Event::pack(&EventFields {
         source: Source::Browser,
         pixel: "C4PIXEL0000000000001".into(),
         event: "ViewContent".into(),
@@ -843,5 +845,5 @@ fn event(i: u64, t: i64) -> Event {
             offset: i as i64,
             index: 0,
         },
-    }
+    })
 }

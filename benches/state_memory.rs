@@ -10,7 +10,9 @@ use std::time::Instant;
 
 use onecount::config::{EngineConfig, OrdersConfig};
 use onecount::engine::{Engine, Outputs};
-use onecount::model::{Event, Input, Page, Position, Properties, Record, Source, User};
+use onecount::model::{
+    Event, EventFields, Input, Page, Position, Properties, Record, Source, User,
+};
 use onecount::parse::Parsed;
 
 extern "C" {
@@ -30,7 +32,7 @@ fn rss_bytes() -> u64 {
 }
 
 fn event(i: u64, t: i64) -> Event {
-    Event {
+    Event::pack(&EventFields {
         source: Source::Browser,
         pixel: "C4PIXEL0000000000001".into(),
         event: "ViewContent".into(),
@@ -46,7 +48,7 @@ fn event(i: u64, t: i64) -> Event {
             offset: i as i64,
             index: 0,
         },
-    }
+    })
 }
 
 fn main() {

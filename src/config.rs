@@ -80,6 +80,11 @@ pub struct EngineConfig {
     pub max_record_bytes: usize,
 }
 
+/// The largest `engine.max_record_bytes` accepted. A parsed event keeps its text in one buffer
+/// addressed by 32-bit offsets (`model::Event`); even a record whose every field grows when
+/// read (a number id written out in full) stays far below 4 GiB at this size.
+const MAX_RECORD_BYTES_CAP: usize = 64 << 20;
+
 /// Consent assumed for a copy that does not state it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -799,8 +804,11 @@ impl Config {
         if !(e.value_tolerance.is_finite() && e.value_tolerance >= 0.0) {
             return invalid("engine.value_tolerance", "must be a finite number >= 0");
         }
-        if e.max_record_bytes == 0 {
-            return invalid("engine.max_record_bytes", "must be greater than 0");
+        if e.max_record_bytes == 0 || e.max_record_bytes > MAX_RECORD_BYTES_CAP {
+            return invalid(
+                "engine.max_record_bytes",
+                "must be greater than 0 and at most 67108864 (64 MiB)",
+            );
         }
         if e.purchase_events.iter().any(|name| name.trim().is_empty()) {
             return invalid("engine.purchase_events", "names must not be empty");
@@ -1412,6 +1420,14 @@ listen = "127.0.0.1:9464"
             ),
             ("[topics]\nretention = \"0s\"\n", "topics.retention"),
             ("[engine]\nidle_timeout = \"0s\"\n", "engine.idle_timeout"),
+            (
+                "[engine]\nmax_record_bytes = 0\n",
+                "engine.max_record_bytes",
+            ),
+            (
+                "[engine]\nmax_record_bytes = 67108865\n",
+                "engine.max_record_bytes",
+            ),
             (
                 "[service]\nmerge_queue_limit = 0\n",
                 "service.merge_queue_limit",

@@ -385,6 +385,7 @@ pub fn decode(entry: &ChangelogEntry) -> Result<StateRecord, ChangelogError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::EventFields;
 
     #[test]
     fn closed_key_value_is_six_bytes_plus_version() {
@@ -409,7 +410,7 @@ mod tests {
     }
 
     fn action(event_time: i64) -> Action {
-        let event = Event {
+        let event = Event::pack(&EventFields::<String> {
             source: crate::model::Source::Server,
             pixel: "P".into(),
             event: "AddToCart".into(),
@@ -425,7 +426,7 @@ mod tests {
                 offset: 9,
                 index: 0,
             },
-        };
+        });
         Action {
             fp: Some(Fingerprint::of(&["P", "AddToCart", "e1"])),
             key: "P/AddToCart/e1".into(),

@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 use hashbrown::HashMap;
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Consent, DiscrepancyKind, Event, Source};
+use crate::model::{Consent, DiscrepancyKind, Event, MatchKey, Source};
 
 use super::changelog::DirtySet;
 use super::keys::{Fingerprint, KeyState, KeyTable};
@@ -217,21 +217,21 @@ impl Dedup {
             Some(c) => c == Consent::Denied,
             None => self.rules.default_denied,
         };
-        let key_id: Option<Cow<'_, str>> = match (&event.event_id, &event.user.ttp) {
+        let key_id: Option<Cow<'_, str>> = match (event.event_id(), event.user_key(MatchKey::Ttp)) {
             (Some(id), _) => Some(Cow::Borrowed(id)),
             (None, Some(ttp)) if self.rules.pair_on_ttp => Some(Cow::Owned(format!("ttp:{ttp}"))),
             _ => None,
         };
         let Some(key_id) = key_id else {
             if denied {
-                stats.consent_dropped(&event.pixel, event.source, 1);
+                stats.consent_dropped(event.pixel(), event.source, 1);
                 return;
             }
             let p = &event.position;
             let key = format!(
                 "{}/{}/~{}:{}:{}:{}",
-                event.pixel,
-                event.event,
+                event.pixel(),
+                event.name(),
                 event.source.as_str(),
                 p.partition,
                 p.offset,
@@ -240,7 +240,7 @@ impl Dedup {
             released.push(Action::new(None, key, event, true));
             return;
         };
-        let fp = Fingerprint::of(&[&event.pixel, &event.event, &key_id]);
+        let fp = Fingerprint::of(&[event.pixel(), event.name(), &key_id]);
         let t = event.event_time;
 
         // The closed state is checked first: while a key has both, the closed action is the
@@ -265,9 +265,9 @@ impl Dedup {
             }
         }
 
-        let missing_event_id = event.event_id.is_none();
+        let missing_event_id = event.event_id().is_none();
         if denied {
-            stats.consent_dropped(&event.pixel, event.source, 1);
+            stats.consent_dropped(event.pixel(), event.source, 1);
             let mut f = flags::CONSENT_DROPPED | flags::of_source(event.source);
             if event.source == Source::Browser {
                 f |= flags::BROWSER_DENIED;
@@ -275,7 +275,7 @@ impl Dedup {
             self.close_key(fp, t, f);
             return;
         }
-        let key = [event.pixel.as_str(), "/", &event.event, "/", &key_id].concat();
+        let key = [event.pixel(), "/", event.name(), "/", &key_id].concat();
         let action = Action::new(Some(fp), key, event, missing_event_id);
         if self.rules.merge_window_ms == 0 {
             released.push(action);
@@ -298,9 +298,9 @@ impl Dedup {
         if denied {
             let action = self.remove_pending(fp);
             for copy in [&action.browser, &action.server].into_iter().flatten() {
-                stats.consent_dropped(&copy.pixel, copy.source, 1);
+                stats.consent_dropped(copy.pixel(), copy.source, 1);
             }
-            stats.consent_dropped(&event.pixel, event.source, 1);
+            stats.consent_dropped(event.pixel(), event.source, 1);
             let mut f =
                 flags::CONSENT_DROPPED | action.source_flags() | flags::of_source(event.source);
             if event.source == Source::Browser {
@@ -316,12 +316,12 @@ impl Dedup {
         let window = self.rules.merge_window_ms;
         let action = self.pending.get_mut(&fp).expect("checked by caller");
         if action.slot(event.source).is_some() {
-            stats.duplicates(&event.pixel, event.source, DuplicateReason::SameSource, 1);
+            stats.duplicates(event.pixel(), event.source, DuplicateReason::SameSource, 1);
             return;
         }
         if (event.event_time - action.anchor).abs() > window {
             stats.duplicates(
-                &event.pixel,
+                event.pixel(),
                 event.source,
                 DuplicateReason::AfterMergeWindow,
                 1,
@@ -350,7 +350,7 @@ impl Dedup {
     ) {
         let mut f = state.flags | flags::of_source(event.source);
         if state.flags & flags::CONSENT_DROPPED != 0 {
-            stats.consent_dropped(&event.pixel, event.source, 1);
+            stats.consent_dropped(event.pixel(), event.source, 1);
             if denied && event.source == Source::Browser {
                 f |= flags::BROWSER_DENIED;
             }
@@ -360,7 +360,7 @@ impl Dedup {
                 consent_violation(event, stats, out);
             }
         } else if denied {
-            stats.consent_dropped(&event.pixel, event.source, 1);
+            stats.consent_dropped(event.pixel(), event.source, 1);
             if state.flags & flags::EMITTED != 0 {
                 let mut d = super::discrepancy_about(
                     DiscrepancyKind::ConsentAfterEmit,
@@ -383,7 +383,7 @@ impl Dedup {
             } else {
                 DuplicateReason::AfterRelease
             };
-            stats.duplicates(&event.pixel, event.source, reason, 1);
+            stats.duplicates(event.pixel(), event.source, reason, 1);
         }
         self.closed.put(
             fp,

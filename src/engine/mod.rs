@@ -268,7 +268,7 @@ impl Engine {
             Parsed::Record(Record::Event(event)) => {
                 let input = event.source.input();
                 self.stats.input(input);
-                self.stats.received(&event.pixel, event.source);
+                self.stats.received(event.pixel(), event.source);
                 let time = event.event_time;
                 let channel = Channel::of(&event.position);
                 if self.is_late(time) {
@@ -576,13 +576,11 @@ impl Engine {
     /// topic keyed by order id. Consumes the action: the conversion takes its copies' fields.
     fn finish_action(&mut self, action: Action, out: &mut Outputs) {
         let (first, other) = action.ordered();
-        let is_purchase = self.purchase_events.contains(first.event.as_str());
+        let is_purchase = self.purchase_events.contains(first.name());
         let order_id = first
-            .properties
-            .order_id
-            .as_ref()
-            .or(other.and_then(|o| o.properties.order_id.as_ref()))
-            .cloned();
+            .order_id()
+            .or(other.and_then(Event::order_id))
+            .map(str::to_owned);
         // Everything that needs both copies is read before the merge consumes them.
         let parity = other.map(|other| parity(first, other, self.value_tolerance));
         let first_source = first.source;
@@ -770,10 +768,11 @@ fn parity(a: &Event, b: &Event, tolerance: Money) -> Parity {
     } else {
         (b, a)
     };
-    let (bp, sp) = (&browser.properties, &server.properties);
-    let kind = match (&bp.currency, &sp.currency) {
+    let (b_currency, s_currency) = (browser.currency(), server.currency());
+    let (b_value, s_value) = (browser.value(), server.value());
+    let kind = match (b_currency, s_currency) {
         (Some(bc), Some(sc)) if bc != sc => Some(DiscrepancyKind::CurrencyParity),
-        _ => match (bp.value, sp.value) {
+        _ => match (b_value, s_value) {
             (Some(bv), Some(sv)) if bv.abs_diff(sv) > tolerance => {
                 Some(DiscrepancyKind::ValueParity)
             }
@@ -782,14 +781,14 @@ fn parity(a: &Event, b: &Event, tolerance: Money) -> Parity {
     };
     let mismatch = kind.map(|kind| ParityMismatch {
         kind,
-        browser_value: bp.value,
-        server_value: sp.value,
-        browser_currency: bp.currency.clone(),
-        server_currency: sp.currency.clone(),
+        browser_value: b_value,
+        server_value: s_value,
+        browser_currency: b_currency.map(str::to_owned),
+        server_currency: s_currency.map(str::to_owned),
     });
     let one_sided_keys = MatchKey::PARITY
         .into_iter()
-        .filter_map(|key| match (browser.user.key(key), server.user.key(key)) {
+        .filter_map(|key| match (browser.user_key(key), server.user_key(key)) {
             (Some(_), None) => Some((key, Source::Browser)),
             (None, Some(_)) => Some((key, Source::Server)),
             _ => None,
@@ -803,52 +802,54 @@ fn parity(a: &Event, b: &Event, tolerance: Money) -> Parity {
 
 /// The first copy's fields, completed by the other's; value and currency by authority.
 fn merge(action: Action) -> Conversion {
-    let priced = |e: &Option<Box<Event>>| {
-        e.as_deref()
-            .filter(|e| e.properties.value.is_some())
-            .map(|e| (e.properties.value, e.properties.currency.clone()))
-    };
-    let (value_source, (value, currency)) = if let Some(v) = priced(&action.server) {
-        (ValueSource::Server, v)
-    } else if let Some(v) = priced(&action.browser) {
-        (ValueSource::Browser, v)
-    } else {
-        let currency = [&action.server, &action.browser]
-            .into_iter()
-            .flatten()
-            .find_map(|e| e.properties.currency.clone());
-        (ValueSource::None, (None, currency))
-    };
     let sources = match (&action.browser, &action.server) {
         (Some(_), Some(_)) => SourcesSeen::Both,
         (Some(_), None) => SourcesSeen::Browser,
         _ => SourcesSeen::Server,
     };
     let (key, first, other) = action.into_parts();
-    let mut first = *first;
-    let mut event_id = first.event_id.take();
-    if let Some(mut other) = other {
-        first.user.fill_from(&mut other.user);
-        first.properties.fill_from(&mut other.properties);
-        first.page.fill_from(&mut other.page);
-        if event_id.is_none() {
-            event_id = other.event_id.take();
+    let copies = [Some(&*first), other.as_deref()];
+    let copy_from = |source| copies.into_iter().flatten().find(|e| e.source == source);
+    let priced = |source| {
+        copy_from(source)
+            .filter(|e| e.value().is_some())
+            .map(|e| (e.value(), e.currency()))
+    };
+    let (value_source, (value, currency)) = if let Some(v) = priced(Source::Server) {
+        (ValueSource::Server, v)
+    } else if let Some(v) = priced(Source::Browser) {
+        (ValueSource::Browser, v)
+    } else {
+        let currency = [Source::Server, Source::Browser]
+            .into_iter()
+            .find_map(|source| copy_from(source)?.currency());
+        (ValueSource::None, (None, currency))
+    };
+    let mut merged = first.fields();
+    if let Some(other) = &other {
+        let mut other = other.fields();
+        merged.user.fill_from(&mut other.user);
+        merged.properties.fill_from(&mut other.properties);
+        merged.page.fill_from(&mut other.page);
+        if merged.event_id.is_none() {
+            merged.event_id = other.event_id;
         }
     }
-    first.properties.value = value;
-    first.properties.currency = currency;
+    merged.properties.value = value;
+    merged.properties.currency = currency;
+    let owned = |s: &&str| s.to_string();
     Conversion {
         format_version: FORMAT_VERSION,
         key,
-        event_source_id: first.pixel,
-        event: first.event,
-        event_id,
-        event_time: first.event_time.div_euclid(1000),
-        user: first.user,
-        properties: first.properties,
-        page: first.page,
+        event_source_id: merged.pixel.to_owned(),
+        event: merged.event.to_owned(),
+        event_id: merged.event_id.map(str::to_owned),
+        event_time: merged.event_time.div_euclid(1000),
+        user: merged.user.map(owned),
+        properties: merged.properties.map(owned),
+        page: merged.page.map(owned),
         sources,
-        first_source: first.source,
+        first_source: merged.source,
         value_source,
     }
 }
@@ -861,17 +862,23 @@ pub(crate) fn push_discrepancy(d: Discrepancy, stats: &mut Stats, out: &mut Outp
 /// A discrepancy about one copy; `suffix` makes its key unique where one action can raise
 /// several of the same kind.
 pub(crate) fn discrepancy_about(kind: DiscrepancyKind, event: &Event, suffix: &str) -> Discrepancy {
-    let id = event.event_id.as_deref().unwrap_or("");
-    let mut key = format!("{}/{}/{}/{}", kind.as_str(), event.pixel, event.event, id);
+    let id = event.event_id().unwrap_or("");
+    let mut key = format!(
+        "{}/{}/{}/{}",
+        kind.as_str(),
+        event.pixel(),
+        event.name(),
+        id
+    );
     if !suffix.is_empty() {
         key.push('/');
         key.push_str(suffix);
     }
     let mut d = Discrepancy::new(kind, key, event.event_time);
-    d.event_source_id = Some(event.pixel.clone());
-    d.event = Some(event.event.clone());
-    d.event_id = event.event_id.clone();
-    d.order_id = event.properties.order_id.clone();
+    d.event_source_id = Some(event.pixel().to_owned());
+    d.event = Some(event.name().to_owned());
+    d.event_id = event.event_id().map(str::to_owned);
+    d.order_id = event.order_id().map(str::to_owned);
     d
 }
 

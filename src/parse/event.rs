@@ -24,6 +24,8 @@
 //! and index locate the body), and the other events still parse. A body whose `data`/`batch`
 //! is not a non-empty array is one dead letter (index 0) with the whole record as `original`.
 
+use std::borrow::Cow;
+
 use serde_json::value::RawValue;
 
 use super::amount::{self, AmountError};
@@ -33,7 +35,8 @@ use super::json::{
 use super::time::{self, TimeError, Units};
 use super::{Reject, Sink};
 use crate::model::{
-    Consent, Content, DeadLetterReason, Event, Page, Position, Properties, Record, Source, User,
+    Consent, Content, DeadLetterReason, Event, EventFields, Page, Position, Properties, Record,
+    Source, User,
 };
 use crate::pii;
 
@@ -378,6 +381,11 @@ fn first_text<'r>(
     Ok(found)
 }
 
+/// One text field as the parser has it: borrowed from the record when it is used as sent,
+/// owned when it was unescaped, hashed or normalised. [`Event::pack`] copies either into the
+/// event's one buffer.
+type Text<'r> = Cow<'r, str>;
+
 /// `s.to_uppercase()`, without its per-character path when `s` is ASCII (same result).
 pub(crate) fn upper(s: &str) -> String {
     if s.is_ascii() {
@@ -387,8 +395,8 @@ pub(crate) fn upper(s: &str) -> String {
     }
 }
 
-fn owned(t: Option<&str>) -> Option<String> {
-    t.map(str::to_owned)
+fn borrowed(t: Option<&str>) -> Option<Text<'_>> {
+    t.map(Cow::Borrowed)
 }
 
 /// One event from its raw fields. `body_pixel` is the enclosing body's pixel code, if any.
@@ -431,10 +439,10 @@ fn build(
         Some(c) if c.eq_ignore_ascii_case("denied") => Some(Consent::Denied),
         Some(_) => return Err(EventError::Consent),
     };
-    Ok(Event {
+    Ok(Event::pack(&EventFields {
         source,
-        pixel: pixel.to_owned(),
-        event: event.to_owned(),
+        pixel: Cow::Borrowed(pixel),
+        event: Cow::Borrowed(event),
         event_id,
         event_time,
         user,
@@ -442,13 +450,13 @@ fn build(
         page,
         consent,
         position,
-    })
+    }))
 }
 
-fn build_user(
-    user: Option<&RawUser<'_>>,
-    context: Option<&RawContext<'_>>,
-) -> Result<User, EventError> {
+fn build_user<'r>(
+    user: Option<&'r RawUser<'_>>,
+    context: Option<&'r RawContext<'_>>,
+) -> Result<User<Text<'r>>, EventError> {
     let cu = match context {
         Some(c) => obj(&c.user, "context.user")?,
         None => None,
@@ -491,42 +499,42 @@ fn build_user(
         (cu.map(|u| &u.user_agent), "context.user.user_agent"),
     ])?;
     Ok(User {
-        email: email.and_then(pii::hash_email),
-        phone: phone.and_then(pii::hash_phone),
-        external_id: external_id.and_then(pii::hash_external_id),
-        ttclid: owned(ttclid),
-        ttp: owned(ttp),
-        ip: owned(ip),
-        user_agent: owned(user_agent),
+        email: email.and_then(pii::hash_email).map(Cow::Owned),
+        phone: phone.and_then(pii::hash_phone).map(Cow::Owned),
+        external_id: external_id.and_then(pii::hash_external_id).map(Cow::Owned),
+        ttclid: borrowed(ttclid),
+        ttp: borrowed(ttp),
+        ip: borrowed(ip),
+        user_agent: borrowed(user_agent),
     })
 }
 
-fn build_page(
-    page: Option<&RawPage<'_>>,
-    context: Option<&RawContext<'_>>,
-) -> Result<Page, EventError> {
+fn build_page<'r>(
+    page: Option<&'r RawPage<'_>>,
+    context: Option<&'r RawContext<'_>>,
+) -> Result<Page<Text<'r>>, EventError> {
     let cp = match context {
         Some(c) => obj(&c.page, "context.page")?,
         None => None,
     };
     Ok(Page {
-        url: owned(first_text(&[
+        url: borrowed(first_text(&[
             (page.map(|p| &p.url), "page.url"),
             (cp.map(|p| &p.url), "context.page.url"),
         ])?),
-        referrer: owned(first_text(&[
+        referrer: borrowed(first_text(&[
             (page.map(|p| &p.referrer), "page.referrer"),
             (cp.map(|p| &p.referrer), "context.page.referrer"),
         ])?),
     })
 }
 
-fn build_properties(p: &RawProperties<'_>) -> Result<Properties, EventError> {
+fn build_properties<'r>(p: &'r RawProperties<'_>) -> Result<Properties<Text<'r>>, EventError> {
     let value = amount::money(&p.value).map_err(|source| EventError::Amount {
         field: "properties.value",
         source,
     })?;
-    let currency = text(&p.currency, "properties.currency")?.map(|c| upper(c.trim()));
+    let currency = text(&p.currency, "properties.currency")?.map(|c| Cow::Owned(upper(c.trim())));
     let contents = match &p.contents {
         None => None,
         Some(List::NotArray) => {
@@ -550,14 +558,14 @@ fn build_properties(p: &RawProperties<'_>) -> Result<Properties, EventError> {
         value,
         currency,
         order_id: id(&p.order_id, "properties.order_id")?,
-        content_type: owned(text(&p.content_type, "properties.content_type")?),
+        content_type: borrowed(text(&p.content_type, "properties.content_type")?),
         contents,
-        description: owned(text(&p.description, "properties.description")?),
-        query: owned(text(&p.query, "properties.query")?),
+        description: borrowed(text(&p.description, "properties.description")?),
+        query: borrowed(text(&p.query, "properties.query")?),
     })
 }
 
-fn build_content(c: &RawContent<'_>) -> Result<Content, EventError> {
+fn build_content<'r>(c: &'r RawContent<'_>) -> Result<Content<Text<'r>>, EventError> {
     const QUANTITY: &str = "properties.contents[].quantity";
     let quantity = match &c.quantity {
         None | Some(Scalar::Null) => None,
@@ -570,12 +578,12 @@ fn build_content(c: &RawContent<'_>) -> Result<Content, EventError> {
     };
     Ok(Content {
         content_id: id(&c.content_id, "properties.contents[].content_id")?,
-        content_name: owned(text(&c.content_name, "properties.contents[].content_name")?),
-        content_category: owned(text(
+        content_name: borrowed(text(&c.content_name, "properties.contents[].content_name")?),
+        content_category: borrowed(text(
             &c.content_category,
             "properties.contents[].content_category",
         )?),
-        brand: owned(text(&c.brand, "properties.contents[].brand")?),
+        brand: borrowed(text(&c.brand, "properties.contents[].brand")?),
         quantity,
         price: amount::money(&c.price).map_err(|source| EventError::Amount {
             field: "properties.contents[].price",
@@ -959,10 +967,10 @@ mod tests {
            "user":{"email":"john.doe@example.com"},"limited_data_use":false}
         ]}"#;
 
-    fn events_of(out: Vec<Parsed>) -> Vec<crate::model::Event> {
+    fn events_of(out: Vec<Parsed>) -> Vec<crate::model::EventFields> {
         out.into_iter()
             .map(|p| match p {
-                Parsed::Record(crate::model::Record::Event(e)) => *e,
+                Parsed::Record(crate::model::Record::Event(e)) => e.fields().map(|t| t.to_string()),
                 other => panic!("expected an event, got {other:?}"),
             })
             .collect()

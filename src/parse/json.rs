@@ -516,16 +516,19 @@ pub(crate) fn text<'r>(
 
 /// An identifier: a string (trimmed) or a JSON number (its decimal form: `12345`, `1.5`).
 /// `None` when absent, null or empty.
-pub(crate) fn id(v: &Option<Scalar<'_>>, field: &'static str) -> Result<Option<String>, WrongType> {
+pub(crate) fn id<'r>(
+    v: &'r Option<Scalar<'_>>,
+    field: &'static str,
+) -> Result<Option<Cow<'r, str>>, WrongType> {
     match v {
         None | Some(Scalar::Null) => Ok(None),
         Some(Scalar::Str(s)) => {
             let t = crate::pii::trim(s);
-            Ok((!t.is_empty()).then(|| t.to_owned()))
+            Ok((!t.is_empty()).then_some(Cow::Borrowed(t)))
         }
-        Some(Scalar::Int(i)) => Ok(Some(i.to_string())),
-        Some(Scalar::UInt(u)) => Ok(Some(u.to_string())),
-        Some(Scalar::Float(f)) => Ok(Some(float_id(*f))),
+        Some(Scalar::Int(i)) => Ok(Some(Cow::Owned(i.to_string()))),
+        Some(Scalar::UInt(u)) => Ok(Some(Cow::Owned(u.to_string()))),
+        Some(Scalar::Float(f)) => Ok(Some(Cow::Owned(float_id(*f)))),
         Some(_) => Err(WrongType {
             field,
             expected: "a string or a number",
@@ -650,7 +653,7 @@ mod tests {
 
     #[test]
     fn ids_accept_strings_and_numbers() {
-        let v = |s: Scalar<'static>| id(&Some(s), "f");
+        let v = |s: Scalar<'static>| id(&Some(s), "f").map(|id| id.map(Cow::into_owned));
         assert_eq!(
             v(Scalar::Str(" a1 ".into())).unwrap().as_deref(),
             Some("a1")

@@ -210,7 +210,7 @@ impl Parser {
 pub(crate) mod testkit {
     //! Helpers shared by the parser's unit tests.
     use super::*;
-    use crate::model::{DeadLetter, Event, OrderChange};
+    use crate::model::{DeadLetter, EventFields, OrderChange};
 
     pub fn parser() -> Parser {
         Parser::new(&EngineConfig::default(), &OrdersConfig::default())
@@ -226,11 +226,11 @@ pub(crate) mod testkit {
         parse_with(&parser(), input, text.as_bytes())
     }
 
-    /// The one event `text` must give.
+    /// The fields of the one event `text` must give.
     #[track_caller]
-    pub fn event(input: Input, text: &str) -> Event {
+    pub fn event(input: Input, text: &str) -> EventFields {
         match one(parse(input, text)) {
-            Parsed::Record(Record::Event(e)) => *e,
+            Parsed::Record(Record::Event(e)) => e.fields().map(|t| t.to_string()),
             other => panic!("expected an event, got {other:?}"),
         }
     }

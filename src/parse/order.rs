@@ -488,18 +488,19 @@ impl Reader<'_> {
         let f = &self.config.fields;
         let order_id = json::id(&scalar(row.order_id)?, "order_id")
             .map_err(|e| self.wrong_type(row, &f.order_id, e))?
-            .ok_or_else(|| OrderError::Missing(self.column(row.prefix, &f.order_id)))?;
+            .ok_or_else(|| OrderError::Missing(self.column(row.prefix, &f.order_id)))?
+            .into_owned();
         // A delete needs only the key: its other columns are best effort.
         let lenient = op == OrderOp::Delete;
         let keep = |r| best_effort(lenient, r);
         let currency =
             keep(self.text(row, row.currency, &f.currency))?.map(|c| super::event::upper(c.trim()));
         let status = keep(self.text(row, row.status, &f.status))?.map(|s| s.trim().to_lowercase());
-        let shop = keep(
-            scalar(row.shop)
-                .map_err(OrderError::from)
-                .and_then(|v| json::id(&v, "shop").map_err(|e| self.wrong_type(row, &f.shop, e))),
-        )?;
+        let shop = keep(scalar(row.shop).map_err(OrderError::from).and_then(|v| {
+            json::id(&v, "shop")
+                .map(|id| id.map(Cow::into_owned))
+                .map_err(|e| self.wrong_type(row, &f.shop, e))
+        }))?;
         let created_at = best_effort(lenient, self.time(row, row.created_at, &f.created_at))?;
         let updated_at = best_effort(lenient, self.time(row, row.updated_at, &f.updated_at))?;
         let total = best_effort(lenient, self.total(row))?;

@@ -93,7 +93,7 @@ impl Router {
 
     fn pixel<'p>(&'p self, parsed: &'p Parsed) -> Option<&'p str> {
         match parsed {
-            Parsed::Record(Record::Event(e)) => Some(&e.pixel),
+            Parsed::Record(Record::Event(e)) => Some(e.pixel()),
             Parsed::Record(Record::Order(o)) => {
                 o.pixel.as_deref().or(self.default_pixel.as_deref())
             }

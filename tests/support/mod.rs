@@ -30,11 +30,11 @@ fn next_offset() -> i64 {
 }
 
 #[derive(Clone)]
-pub struct Copy(pub Event);
+pub struct Copy(pub EventFields);
 
 pub fn copy(source: Source, event: &str, id: &str, t: i64) -> Copy {
     let input = source.input();
-    Copy(Event {
+    Copy(EventFields {
         source,
         pixel: "PIXEL1".into(),
         event: event.into(),
@@ -109,7 +109,7 @@ impl Copy {
         self
     }
     pub fn rec(self) -> Parsed {
-        Parsed::Record(Record::Event(Box::new(self.0)))
+        Parsed::Record(Record::Event(Box::new(Event::pack(&self.0))))
     }
 }
 

@@ -1,15 +1,20 @@
 //! The records onecount reads and writes, as plain data.
 //!
-//! Owns: the typed shape of a parsed input (an [`Event`] from the browser or the server, an
-//! [`OrderChange`] from the order database) and of every output record. Parsing lives in
-//! `parse`, the rules in `engine`; this module has no behaviour beyond small accessors, so every
-//! other module can agree on one vocabulary.
+//! Owns: the typed shape of a parsed input (an [`Event`] from the browser or the server, its
+//! text packed in one buffer by `event`; an [`OrderChange`] from the order database) and of
+//! every output record. Parsing lives in `parse`, the rules in `engine`; this module has no
+//! behaviour beyond small accessors and that packing, so every other module can agree on one
+//! vocabulary.
 //!
 //! Times are Unix milliseconds (`i64`) inside the engine; outputs carry Unix seconds under the
 //! Events API's own field name `event_time`. Money is [`Money`]: integer micro-units, so sums are
 //! exact and the same in every replay.
 
 use serde::{Deserialize, Serialize};
+
+mod event;
+
+pub use event::Event;
 
 /// Version stamped on every output record, so a reader can tell formats apart during a rolling
 /// upgrade.
@@ -116,23 +121,26 @@ impl<'de> Deserialize<'de> for Money {
 
 /// Match keys, already normalised: email, phone and external_id are SHA-256 hex (hashed by the
 /// parser when they arrived in clear); the rest are passed as sent.
+///
+/// Generic over its text, as the other parts of an event are: `String` in a record read or
+/// written as JSON, `&str` to look into an [`Event`], a span of its text inside one.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct User {
+pub struct User<S = String> {
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub email: Option<String>,
+    pub email: Option<S>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub phone: Option<String>,
+    pub phone: Option<S>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub external_id: Option<String>,
+    pub external_id: Option<S>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub ttclid: Option<String>,
+    pub ttclid: Option<S>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub ttp: Option<String>,
+    pub ttp: Option<S>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub ip: Option<String>,
+    pub ip: Option<S>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub user_agent: Option<String>,
+    pub user_agent: Option<S>,
 }
 
 /// The match keys onecount reports coverage and parity for, in output order.
@@ -169,20 +177,46 @@ impl MatchKey {
     }
 }
 
-impl User {
-    pub fn key(&self, key: MatchKey) -> Option<&str> {
+impl<S> User<S> {
+    pub fn get(&self, key: MatchKey) -> Option<&S> {
         match key {
-            MatchKey::Email => self.email.as_deref(),
-            MatchKey::Phone => self.phone.as_deref(),
-            MatchKey::ExternalId => self.external_id.as_deref(),
-            MatchKey::Ttclid => self.ttclid.as_deref(),
-            MatchKey::Ttp => self.ttp.as_deref(),
+            MatchKey::Email => self.email.as_ref(),
+            MatchKey::Phone => self.phone.as_ref(),
+            MatchKey::ExternalId => self.external_id.as_ref(),
+            MatchKey::Ttclid => self.ttclid.as_ref(),
+            MatchKey::Ttp => self.ttp.as_ref(),
         }
+    }
+
+    pub fn map<'a, T>(&'a self, mut f: impl FnMut(&'a S) -> T) -> User<T> {
+        User {
+            email: self.email.as_ref().map(&mut f),
+            phone: self.phone.as_ref().map(&mut f),
+            external_id: self.external_id.as_ref().map(&mut f),
+            ttclid: self.ttclid.as_ref().map(&mut f),
+            ttp: self.ttp.as_ref().map(&mut f),
+            ip: self.ip.as_ref().map(&mut f),
+            user_agent: self.user_agent.as_ref().map(&mut f),
+        }
+    }
+
+    fn texts(&self) -> impl Iterator<Item = &S> {
+        [
+            &self.email,
+            &self.phone,
+            &self.external_id,
+            &self.ttclid,
+            &self.ttp,
+            &self.ip,
+            &self.user_agent,
+        ]
+        .into_iter()
+        .flatten()
     }
 
     /// Fills every field this copy lacks from `other`, moving them (the merge rule: the first
     /// copy wins, the other adds what it lacks).
-    pub fn fill_from(&mut self, other: &mut User) {
+    pub fn fill_from(&mut self, other: &mut User<S>) {
         fill(&mut self.email, &mut other.email);
         fill(&mut self.phone, &mut other.phone);
         fill(&mut self.external_id, &mut other.external_id);
@@ -190,6 +224,12 @@ impl User {
         fill(&mut self.ttp, &mut other.ttp);
         fill(&mut self.ip, &mut other.ip);
         fill(&mut self.user_agent, &mut other.user_agent);
+    }
+}
+
+impl<S: AsRef<str>> User<S> {
+    pub fn key(&self, key: MatchKey) -> Option<&str> {
+        self.get(key).map(AsRef::as_ref)
     }
 }
 
@@ -203,15 +243,15 @@ pub(crate) fn fill<T>(slot: &mut Option<T>, other: &mut Option<T>) {
 /// One line item of `properties.contents`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Content {
+pub struct Content<S = String> {
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub content_id: Option<String>,
+    pub content_id: Option<S>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub content_name: Option<String>,
+    pub content_name: Option<S>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub content_category: Option<String>,
+    pub content_category: Option<S>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub brand: Option<String>,
+    pub brand: Option<S>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub quantity: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -222,27 +262,79 @@ pub struct Content {
 /// code is the engine's business (an unknown code is a discrepancy, not a dead letter).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Properties {
+pub struct Properties<S = String> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub value: Option<Money>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub currency: Option<String>,
+    pub currency: Option<S>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub order_id: Option<String>,
+    pub order_id: Option<S>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub content_type: Option<String>,
+    pub content_type: Option<S>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub contents: Option<Vec<Content>>,
+    pub contents: Option<Vec<Content<S>>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub description: Option<String>,
+    pub description: Option<S>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub query: Option<String>,
+    pub query: Option<S>,
 }
 
-impl Properties {
+impl<S> Content<S> {
+    pub fn map<'a, T>(&'a self, mut f: impl FnMut(&'a S) -> T) -> Content<T> {
+        Content {
+            content_id: self.content_id.as_ref().map(&mut f),
+            content_name: self.content_name.as_ref().map(&mut f),
+            content_category: self.content_category.as_ref().map(&mut f),
+            brand: self.brand.as_ref().map(&mut f),
+            quantity: self.quantity,
+            price: self.price,
+        }
+    }
+
+    fn texts(&self) -> impl Iterator<Item = &S> {
+        [
+            &self.content_id,
+            &self.content_name,
+            &self.content_category,
+            &self.brand,
+        ]
+        .into_iter()
+        .flatten()
+    }
+}
+
+impl<S> Properties<S> {
+    pub fn map<'a, T>(&'a self, mut f: impl FnMut(&'a S) -> T) -> Properties<T> {
+        Properties {
+            value: self.value,
+            currency: self.currency.as_ref().map(&mut f),
+            order_id: self.order_id.as_ref().map(&mut f),
+            content_type: self.content_type.as_ref().map(&mut f),
+            contents: self
+                .contents
+                .as_ref()
+                .map(|items| items.iter().map(|c| c.map(&mut f)).collect()),
+            description: self.description.as_ref().map(&mut f),
+            query: self.query.as_ref().map(&mut f),
+        }
+    }
+
+    fn texts(&self) -> impl Iterator<Item = &S> {
+        [
+            &self.currency,
+            &self.order_id,
+            &self.content_type,
+            &self.description,
+            &self.query,
+        ]
+        .into_iter()
+        .flatten()
+        .chain(self.contents.iter().flatten().flat_map(Content::texts))
+    }
+
     /// Fills every parameter this copy lacks from `other`, except value and currency, which
     /// move together under the value-authority rule (see `engine::merge`).
-    pub fn fill_from(&mut self, other: &mut Properties) {
+    pub fn fill_from(&mut self, other: &mut Properties<S>) {
         fill(&mut self.order_id, &mut other.order_id);
         fill(&mut self.content_type, &mut other.content_type);
         fill(&mut self.contents, &mut other.contents);
@@ -253,36 +345,75 @@ impl Properties {
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Page {
+pub struct Page<S = String> {
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub url: Option<String>,
+    pub url: Option<S>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub referrer: Option<String>,
+    pub referrer: Option<S>,
 }
 
-impl Page {
-    pub fn fill_from(&mut self, other: &mut Page) {
+impl<S> Page<S> {
+    pub fn map<'a, T>(&'a self, mut f: impl FnMut(&'a S) -> T) -> Page<T> {
+        Page {
+            url: self.url.as_ref().map(&mut f),
+            referrer: self.referrer.as_ref().map(&mut f),
+        }
+    }
+
+    fn texts(&self) -> impl Iterator<Item = &S> {
+        [&self.url, &self.referrer].into_iter().flatten()
+    }
+
+    pub fn fill_from(&mut self, other: &mut Page<S>) {
         fill(&mut self.url, &mut other.url);
         fill(&mut self.referrer, &mut other.referrer);
     }
 }
 
-/// One copy of a user action, as either side sent it, parsed and with PII hashed.
+/// One copy of a user action's fields, over any text: `String` for the JSON it is read from and
+/// written as (the changelog's buffered and pending copies), `&str` for a look into an
+/// [`Event`] (see [`Event::fields`]), a span of its text inside one.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Event {
+pub struct EventFields<S = String> {
     pub source: Source,
     /// The pixel code (`event_source_id`, or `pixel_code` in the older API shape).
-    pub pixel: String,
-    pub event: String,
+    pub pixel: S,
+    pub event: S,
     /// `None` when the copy carried no (or an empty) event_id.
-    pub event_id: Option<String>,
+    pub event_id: Option<S>,
     /// Unix milliseconds.
     pub event_time: i64,
-    pub user: User,
-    pub properties: Properties,
-    pub page: Page,
+    pub user: User<S>,
+    pub properties: Properties<S>,
+    pub page: Page<S>,
     pub consent: Option<Consent>,
     pub position: Position,
+}
+
+impl<S> EventFields<S> {
+    pub fn map<'a, T>(&'a self, mut f: impl FnMut(&'a S) -> T) -> EventFields<T> {
+        EventFields {
+            source: self.source,
+            pixel: f(&self.pixel),
+            event: f(&self.event),
+            event_id: self.event_id.as_ref().map(&mut f),
+            event_time: self.event_time,
+            user: self.user.map(&mut f),
+            properties: self.properties.map(&mut f),
+            page: self.page.map(&mut f),
+            consent: self.consent,
+            position: self.position.clone(),
+        }
+    }
+
+    fn texts(&self) -> impl Iterator<Item = &S> {
+        [&self.pixel, &self.event]
+            .into_iter()
+            .chain(&self.event_id)
+            .chain(self.user.texts())
+            .chain(self.properties.texts())
+            .chain(self.page.texts())
+    }
 }
 
 /// What a change to an order row did.

@@ -1,0 +1,243 @@
+//! [`Event`]: one parsed copy, its text packed in one buffer.
+//!
+//! Owns: the packed layout (every text field a [`Span`] of one `Box<str>`), packing from any
+//! [`EventFields`] and looking back into it. Must not: interpret a field (that is `parse` and
+//! the engine).
+//!
+//! Why packed: a copy waits in the engine for its other copy (the merge window plus the allowed
+//! lateness, minutes of event time), so at high rates the copies waiting outgrow the CPU caches
+//! and each is read cold when its action is released. With a `String` per field that was about
+//! twenty scattered allocations per copy, each a cache miss behind a pointer; packed, it is one
+//! allocation read front to back (BENCHMARKS.md, session 10).
+
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::{Consent, EventFields, MatchKey, Money, Page, Position, Properties, Source, User};
+
+/// Where one text field lies in its event's buffer. `u32` keeps a packed event small: an
+/// event's text is bounded by `engine.max_record_bytes`, which the config caps well below 4 GiB.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Span {
+    start: u32,
+    len: u32,
+}
+
+/// One copy of a user action, as either side sent it, parsed and with PII hashed.
+#[derive(Clone)]
+pub struct Event {
+    pub source: Source,
+    /// Unix milliseconds.
+    pub event_time: i64,
+    pub consent: Option<Consent>,
+    pub position: Position,
+    /// Every text field, one after another.
+    text: Box<str>,
+    pixel: Span,
+    event: Span,
+    event_id: Option<Span>,
+    user: User<Span>,
+    properties: Properties<Span>,
+    page: Page<Span>,
+}
+
+impl Event {
+    /// Packs `fields`: one allocation for all of its text, sized exactly.
+    pub fn pack<S: AsRef<str>>(fields: &EventFields<S>) -> Event {
+        let len = fields.texts().map(|t| t.as_ref().len()).sum();
+        let mut text = String::with_capacity(len);
+        let spans = fields.map(|t| {
+            let t = t.as_ref();
+            let span = Span {
+                start: offset(text.len()),
+                len: offset(t.len()),
+            };
+            text.push_str(t);
+            span
+        });
+        Event {
+            source: spans.source,
+            event_time: spans.event_time,
+            consent: spans.consent,
+            position: spans.position,
+            text: text.into_boxed_str(),
+            pixel: spans.pixel,
+            event: spans.event,
+            event_id: spans.event_id,
+            user: spans.user,
+            properties: spans.properties,
+            page: spans.page,
+        }
+    }
+
+    /// Every field, the text borrowed from this event.
+    pub fn fields(&self) -> EventFields<&str> {
+        let s = |span: &Span| self.str(*span);
+        EventFields {
+            source: self.source,
+            pixel: self.pixel(),
+            event: self.name(),
+            event_id: self.event_id(),
+            event_time: self.event_time,
+            user: self.user.map(s),
+            properties: self.properties.map(s),
+            page: self.page.map(s),
+            consent: self.consent,
+            position: self.position.clone(),
+        }
+    }
+
+    fn str(&self, span: Span) -> &str {
+        let start = span.start as usize;
+        &self.text[start..start + span.len as usize]
+    }
+
+    /// The pixel code.
+    pub fn pixel(&self) -> &str {
+        self.str(self.pixel)
+    }
+
+    /// The event name (`CompletePayment`, ...).
+    pub fn name(&self) -> &str {
+        self.str(self.event)
+    }
+
+    pub fn event_id(&self) -> Option<&str> {
+        self.event_id.map(|s| self.str(s))
+    }
+
+    pub fn user_key(&self, key: MatchKey) -> Option<&str> {
+        self.user.get(key).map(|s| self.str(*s))
+    }
+
+    pub fn value(&self) -> Option<Money> {
+        self.properties.value
+    }
+
+    pub fn currency(&self) -> Option<&str> {
+        self.properties.currency.map(|s| self.str(s))
+    }
+
+    pub fn order_id(&self) -> Option<&str> {
+        self.properties.order_id.map(|s| self.str(s))
+    }
+}
+
+fn offset(n: usize) -> u32 {
+    u32::try_from(n).expect("an event's text is bounded by engine.max_record_bytes (< 4 GiB)")
+}
+
+impl PartialEq for Event {
+    fn eq(&self, other: &Event) -> bool {
+        self.fields() == other.fields()
+    }
+}
+
+impl fmt::Debug for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.fields().fmt(f)
+    }
+}
+
+/// As [`EventFields`]: the changelog's JSON for a waiting copy is unchanged by the packing.
+impl Serialize for Event {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.fields().serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Event {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        EventFields::<String>::deserialize(d).map(|f| Event::pack(&f))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Content, Input};
+
+    fn fields() -> EventFields {
+        EventFields {
+            source: Source::Browser,
+            pixel: "PIXEL".into(),
+            event: "CompletePayment".into(),
+            event_id: Some("e-1".into()),
+            event_time: 1_700_000_000_000,
+            user: User {
+                email: Some("a".repeat(64)),
+                ttp: Some("ttp-1".into()),
+                ..User::default()
+            },
+            properties: Properties {
+                value: Some(Money(1_500_000)),
+                currency: Some("EUR".into()),
+                order_id: Some("o-9".into()),
+                contents: Some(vec![
+                    Content {
+                        content_id: Some("sku-1".into()),
+                        quantity: Some(2),
+                        ..Content::default()
+                    },
+                    Content::default(),
+                ]),
+                query: Some(String::new()),
+                ..Properties::default()
+            },
+            page: Page {
+                url: None,
+                referrer: Some("https://ref.example/ü".into()),
+            },
+            consent: Some(Consent::Granted),
+            position: Position {
+                input: Input::Browser,
+                partition: 3,
+                offset: 17,
+                index: 2,
+            },
+        }
+    }
+
+    #[test]
+    fn packing_keeps_every_field() {
+        let f = fields();
+        let e = Event::pack(&f);
+        assert_eq!(e.fields(), f.map(|t| t.as_str()));
+        assert_eq!(e.pixel(), "PIXEL");
+        assert_eq!(e.name(), "CompletePayment");
+        assert_eq!(e.event_id(), Some("e-1"));
+        assert_eq!(e.user_key(MatchKey::Email), Some(&*"a".repeat(64)));
+        assert_eq!(e.user_key(MatchKey::Phone), None);
+        assert_eq!(e.currency(), Some("EUR"));
+        assert_eq!(e.order_id(), Some("o-9"));
+        assert_eq!(e.value(), Some(Money(1_500_000)));
+    }
+
+    #[test]
+    fn the_text_is_one_exact_buffer() {
+        let f = fields();
+        let e = Event::pack(&f);
+        let expected = "PIXEL".len()
+            + "CompletePayment".len()
+            + "e-1".len()
+            + 64
+            + "ttp-1".len()
+            + "EUR".len()
+            + "o-9".len()
+            + "sku-1".len()
+            + "https://ref.example/ü".len();
+        assert_eq!(e.text.len(), expected);
+    }
+
+    #[test]
+    fn json_is_that_of_its_fields_and_reads_back() {
+        let f = fields();
+        let e = Event::pack(&f);
+        let json = serde_json::to_string(&e).unwrap();
+        assert_eq!(json, serde_json::to_string(&f).unwrap());
+        let back: Event = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, e);
+        assert_eq!(format!("{back:?}"), format!("{:?}", f.map(|t| t.as_str())));
+    }
+}
