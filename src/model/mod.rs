@@ -200,20 +200,6 @@ impl<S> User<S> {
         }
     }
 
-    fn texts(&self) -> impl Iterator<Item = &S> {
-        [
-            &self.email,
-            &self.phone,
-            &self.external_id,
-            &self.ttclid,
-            &self.ttp,
-            &self.ip,
-            &self.user_agent,
-        ]
-        .into_iter()
-        .flatten()
-    }
-
     /// Fills every field this copy lacks from `other`, moving them (the merge rule: the first
     /// copy wins, the other adds what it lacks).
     pub fn fill_from(&mut self, other: &mut User<S>) {
@@ -290,17 +276,6 @@ impl<S> Content<S> {
             price: self.price,
         }
     }
-
-    fn texts(&self) -> impl Iterator<Item = &S> {
-        [
-            &self.content_id,
-            &self.content_name,
-            &self.content_category,
-            &self.brand,
-        ]
-        .into_iter()
-        .flatten()
-    }
 }
 
 impl<S> Properties<S> {
@@ -317,19 +292,6 @@ impl<S> Properties<S> {
             description: self.description.as_ref().map(&mut f),
             query: self.query.as_ref().map(&mut f),
         }
-    }
-
-    fn texts(&self) -> impl Iterator<Item = &S> {
-        [
-            &self.currency,
-            &self.order_id,
-            &self.content_type,
-            &self.description,
-            &self.query,
-        ]
-        .into_iter()
-        .flatten()
-        .chain(self.contents.iter().flatten().flat_map(Content::texts))
     }
 
     /// Fills every parameter this copy lacks from `other`, except value and currency, which
@@ -358,10 +320,6 @@ impl<S> Page<S> {
             url: self.url.as_ref().map(&mut f),
             referrer: self.referrer.as_ref().map(&mut f),
         }
-    }
-
-    fn texts(&self) -> impl Iterator<Item = &S> {
-        [&self.url, &self.referrer].into_iter().flatten()
     }
 
     pub fn fill_from(&mut self, other: &mut Page<S>) {
@@ -405,15 +363,43 @@ impl<S> EventFields<S> {
             position: self.position.clone(),
         }
     }
+}
 
-    fn texts(&self) -> impl Iterator<Item = &S> {
-        [&self.pixel, &self.event]
-            .into_iter()
-            .chain(&self.event_id)
-            .chain(self.user.texts())
-            .chain(self.properties.texts())
-            .chain(self.page.texts())
+impl<S: AsRef<str>> EventFields<S> {
+    /// The length of all its text together (what [`Event::pack`] allocates).
+    pub(crate) fn text_len(&self) -> usize {
+        let (u, p, pg) = (&self.user, &self.properties, &self.page);
+        let contents: usize = p
+            .contents
+            .iter()
+            .flatten()
+            .map(|c| {
+                len(&c.content_id) + len(&c.content_name) + len(&c.content_category) + len(&c.brand)
+            })
+            .sum();
+        self.pixel.as_ref().len()
+            + self.event.as_ref().len()
+            + len(&self.event_id)
+            + len(&u.email)
+            + len(&u.phone)
+            + len(&u.external_id)
+            + len(&u.ttclid)
+            + len(&u.ttp)
+            + len(&u.ip)
+            + len(&u.user_agent)
+            + len(&p.currency)
+            + len(&p.order_id)
+            + len(&p.content_type)
+            + contents
+            + len(&p.description)
+            + len(&p.query)
+            + len(&pg.url)
+            + len(&pg.referrer)
     }
+}
+
+fn len<S: AsRef<str>>(t: &Option<S>) -> usize {
+    t.as_ref().map_or(0, |t| t.as_ref().len())
 }
 
 /// What a change to an order row did.
