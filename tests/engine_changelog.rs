@@ -717,8 +717,8 @@ fn restore_while_a_key_is_both_closed_and_pending_keeps_the_closed_entry() {
     let e1: Vec<_> = whole_out
         .conversions
         .iter()
-        .filter(|c| c.event_id.as_deref() == Some("e1"))
-        .map(|c| c.sources)
+        .filter(|c| c.view().event_id == Some("e1"))
+        .map(|c| c.sources())
         .collect();
     assert_eq!(e1, [SourcesSeen::Browser, SourcesSeen::Server]);
     assert_eq!(dup(whole.stats(), "same_source"), 1);

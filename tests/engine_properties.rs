@@ -160,7 +160,7 @@ proptest! {
         let (out, stats) = run_copies(&config, &shuffled);
         prop_assert_eq!(stats.input_records.total, draws.len() as u64);
         let mut emitted: Vec<(String, i64)> =
-            out.conversions.iter().map(|c| (c.key.clone(), c.event_time)).collect();
+            out.conversions.iter().map(|c| (c.key().to_owned(), c.view().event_time)).collect();
         emitted.sort();
         for pair in emitted.windows(2) {
             if pair[0].0 == pair[1].0 {

@@ -20,7 +20,7 @@ fn browser_and_server_copies_within_the_merge_window_become_one_conversion() {
             .rec(),
     ]);
     assert_eq!(out.conversions.len(), 1);
-    let c = &out.conversions[0];
+    let c = &out.conversions[0].to_conversion();
     assert_eq!(c.sources, SourcesSeen::Both);
     assert_eq!(c.first_source, Source::Browser);
     assert_eq!(c.event_time, T0 / 1000);
@@ -43,7 +43,10 @@ fn server_first_with_equal_time_still_makes_the_browser_copy_first() {
         server("ViewContent", "e1", T0).rec(),
         browser("ViewContent", "e1", T0).rec(),
     ]);
-    assert_eq!(out.conversions[0].first_source, Source::Browser);
+    assert_eq!(
+        out.conversions[0].to_conversion().first_source,
+        Source::Browser
+    );
 }
 
 #[test]
@@ -53,8 +56,11 @@ fn earlier_server_copy_arriving_second_becomes_the_first_copy() {
         server("ViewContent", "e1", T0).rec(),
     ]);
     assert_eq!(out.conversions.len(), 1);
-    assert_eq!(out.conversions[0].first_source, Source::Server);
-    assert_eq!(out.conversions[0].event_time, T0 / 1000);
+    assert_eq!(
+        out.conversions[0].to_conversion().first_source,
+        Source::Server
+    );
+    assert_eq!(out.conversions[0].to_conversion().event_time, T0 / 1000);
 }
 
 #[test]
@@ -64,7 +70,10 @@ fn other_source_beyond_the_merge_window_is_a_duplicate() {
         server("AddToCart", "e1", T0 + 5 * MIN + SEC).rec(),
     ]);
     assert_eq!(out.conversions.len(), 1);
-    assert_eq!(out.conversions[0].sources, SourcesSeen::Browser);
+    assert_eq!(
+        out.conversions[0].to_conversion().sources,
+        SourcesSeen::Browser
+    );
     assert_eq!(dup(&stats, "after_merge_window"), 1);
 }
 
@@ -74,7 +83,10 @@ fn copy_exactly_at_the_end_of_the_merge_window_still_merges() {
         browser("AddToCart", "e1", T0).rec(),
         server("AddToCart", "e1", T0 + 5 * MIN).rec(),
     ]);
-    assert_eq!(out.conversions[0].sources, SourcesSeen::Both);
+    assert_eq!(
+        out.conversions[0].to_conversion().sources,
+        SourcesSeen::Both
+    );
 }
 
 #[test]
@@ -156,7 +168,10 @@ fn pending_action_is_released_only_when_the_watermark_passes_its_merge_window() 
         keys(&out),
         ["PIXEL1/ViewContent/e1", "PIXEL1/ViewContent/x"]
     );
-    assert_eq!(out.conversions[0].sources, SourcesSeen::Browser);
+    assert_eq!(
+        out.conversions[0].to_conversion().sources,
+        SourcesSeen::Browser
+    );
 }
 
 #[test]
@@ -169,7 +184,10 @@ fn copy_arriving_after_its_action_was_released_is_an_after_release_duplicate() {
         server("ViewContent", "e1", T0 + MIN).rec(),
     ]);
     assert_eq!(out.conversions.len(), 2);
-    assert_eq!(out.conversions[0].sources, SourcesSeen::Browser);
+    assert_eq!(
+        out.conversions[0].to_conversion().sources,
+        SourcesSeen::Browser
+    );
     assert_eq!(dup(&stats, "after_release"), 1);
 }
 
@@ -209,7 +227,10 @@ fn copy_without_event_id_is_emitted_alone_with_a_discrepancy() {
     assert_eq!(out.conversions.len(), 2);
     assert_eq!(kinds(&out), ["missing_event_id", "missing_event_id"]);
     assert_eq!(stats.discrepancies["missing_event_id"], 2);
-    assert_ne!(out.conversions[0].key, out.conversions[1].key);
+    assert_ne!(
+        out.conversions[0].to_conversion().key,
+        out.conversions[1].to_conversion().key
+    );
 }
 
 #[test]
@@ -224,7 +245,10 @@ fn pair_on_ttp_merges_copies_without_event_id() {
         ],
     );
     assert_eq!(out.conversions.len(), 1);
-    assert_eq!(out.conversions[0].sources, SourcesSeen::Both);
+    assert_eq!(
+        out.conversions[0].to_conversion().sources,
+        SourcesSeen::Both
+    );
     assert_eq!(kinds(&out), ["missing_event_id"]);
 }
 
@@ -236,7 +260,7 @@ fn server_value_wins_over_browser_and_mismatch_is_reported() {
         browser("AddToCart", "e1", T0).value(10.0, "USD").rec(),
         server("AddToCart", "e1", T0).value(12.5, "USD").rec(),
     ]);
-    let c = &out.conversions[0];
+    let c = &out.conversions[0].to_conversion();
     assert_eq!(c.value_source, ValueSource::Server);
     assert_eq!(c.properties.value.unwrap().to_f64(), 12.5);
     assert_eq!(kinds(&out), ["value_parity"]);
@@ -269,7 +293,10 @@ fn browser_only_value_is_used_when_the_server_has_none() {
         browser("AddToCart", "e1", T0).value(10.0, "USD").rec(),
         server("AddToCart", "e1", T0).rec(),
     ]);
-    assert_eq!(out.conversions[0].value_source, ValueSource::Browser);
+    assert_eq!(
+        out.conversions[0].to_conversion().value_source,
+        ValueSource::Browser
+    );
 }
 
 #[test]
@@ -636,7 +663,7 @@ fn lagging_partition_holds_the_watermark_so_its_copies_are_neither_late_nor_out_
         ["PIXEL1/ViewContent/early", "PIXEL1/ViewContent/lag"],
         "released in event-time order once partition 1 moved on"
     );
-    let lag = &out.conversions[1];
+    let lag = &out.conversions[1].to_conversion();
     assert_eq!(lag.sources, SourcesSeen::Both, "merged, not after_release");
     assert_eq!(
         lag.first_source,
@@ -676,8 +703,14 @@ fn every_channel_idle_releases_what_is_pending_and_later_copies_are_still_duplic
         ["PIXEL1/ViewContent/x", "PIXEL1/ViewContent/y"],
         "nothing holds the watermark: the tail comes out"
     );
-    assert_eq!(out.conversions[0].sources, SourcesSeen::Both);
-    assert_eq!(out.conversions[1].sources, SourcesSeen::Browser);
+    assert_eq!(
+        out.conversions[0].to_conversion().sources,
+        SourcesSeen::Both
+    );
+    assert_eq!(
+        out.conversions[1].to_conversion().sources,
+        SourcesSeen::Browser
+    );
 
     // Copies after the release: duplicates by the usual rules, not new actions, not late.
     engine.process(

@@ -22,8 +22,8 @@ use hashbrown::HashSet;
 use crate::config::{ConsentDefault, EngineConfig, OrdersConfig};
 use crate::currency::is_iso4217;
 use crate::model::{
-    Conversion, DeadLetter, Discrepancy, DiscrepancyKind, Event, Input, MatchKey, Money, Record,
-    RevenueWindow, Source, SourcesSeen, ValueSource, FORMAT_VERSION,
+    Conversion, DeadLetter, Discrepancy, DiscrepancyKind, Event, Input, MatchKey, MergedConversion,
+    Money, Record, RevenueWindow, Source, SourcesSeen, ValueSource,
 };
 use crate::parse::Parsed;
 
@@ -38,7 +38,7 @@ use watermark::{Channel, Watermarks};
 /// What the engine produced; the runtime drains it after each call.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Outputs {
-    pub conversions: Vec<Conversion>,
+    pub conversions: Vec<MergedConversion>,
     pub discrepancies: Vec<Discrepancy>,
     pub dead_letters: Vec<DeadLetter>,
     pub revenue_windows: Vec<RevenueWindow>,
@@ -589,24 +589,24 @@ impl Engine {
         let missing_event_id = action.missing_event_id;
         self.dedup.close(&action, flags::EMITTED);
         let conversion = merge(action);
+        let view = conversion.view();
 
         let mut findings = Vec::new();
         if missing_event_id {
-            let mut d = conversion_discrepancy(DiscrepancyKind::MissingEventId, &conversion, "");
+            let mut d = conversion_discrepancy(DiscrepancyKind::MissingEventId, &view, "");
             d.source = Some(first_source);
             findings.push(d);
         }
-        if let Some(currency) = &conversion.properties.currency {
+        if let Some(currency) = view.properties.currency {
             if !is_iso4217(currency) {
-                let mut d =
-                    conversion_discrepancy(DiscrepancyKind::InvalidCurrency, &conversion, "");
-                d.currency = Some(currency.clone());
+                let mut d = conversion_discrepancy(DiscrepancyKind::InvalidCurrency, &view, "");
+                d.currency = Some(currency.to_owned());
                 findings.push(d);
             }
         }
         if let Some(parity) = parity {
             if let Some(mismatch) = parity.mismatch {
-                let mut d = conversion_discrepancy(mismatch.kind, &conversion, "");
+                let mut d = conversion_discrepancy(mismatch.kind, &view, "");
                 d.browser_value = mismatch.browser_value;
                 d.server_value = mismatch.server_value;
                 d.browser_currency = mismatch.browser_currency;
@@ -614,16 +614,16 @@ impl Engine {
                 findings.push(d);
             }
             for (key, present_on) in parity.one_sided_keys {
-                let mut d = conversion_discrepancy(
-                    DiscrepancyKind::MatchKeyParity,
-                    &conversion,
-                    key.as_str(),
-                );
+                let mut d =
+                    conversion_discrepancy(DiscrepancyKind::MatchKeyParity, &view, key.as_str());
                 d.match_key = Some(key);
                 d.present_on = Some(present_on);
                 findings.push(d);
             }
         }
+        let missing_order_id = (is_purchase && order_id.is_none())
+            .then(|| conversion_discrepancy(DiscrepancyKind::MissingOrderId, &view, ""));
+        drop(view);
         let candidate = Candidate {
             conversion,
             anchor,
@@ -633,37 +633,33 @@ impl Engine {
         };
         match (is_purchase, order_id) {
             (true, Some(order_id)) => self.finish_purchase(order_id, candidate, out),
-            (true, None) => {
-                let d = conversion_discrepancy(
-                    DiscrepancyKind::MissingOrderId,
-                    &candidate.conversion,
-                    "",
-                );
+            _ => {
                 self.emit(candidate, out);
-                push_discrepancy(d, &mut self.stats, out);
+                if let Some(d) = missing_order_id {
+                    push_discrepancy(d, &mut self.stats, out);
+                }
             }
-            (false, _) => self.emit(candidate, out),
         }
     }
 
     /// The order side of a released purchase: one conversion per (pixel, order id) within the
     /// TTL; the first is emitted and joins its order, any later one is a duplicate order.
     fn finish_purchase(&mut self, order_id: String, candidate: Candidate, out: &mut Outputs) {
-        let conversion = &candidate.conversion;
-        let fp = Fingerprint::of(&[&conversion.event_source_id, &order_id]);
+        let conversion = candidate.conversion.view();
+        let fp = Fingerprint::of(&[conversion.event_source_id, &order_id]);
         let anchor_s = candidate.anchor.div_euclid(1000);
         let claimed = self
             .order_keys
             .get(fp)
             .is_some_and(|s| (anchor_s - i64::from(s.anchor_s)).abs() < self.ttl_ms / 1000);
         if claimed {
-            let pixel = &conversion.event_source_id;
+            let pixel = conversion.event_source_id;
             for source in candidate.sources() {
                 self.stats
                     .duplicates(pixel, source, DuplicateReason::DuplicateOrder, 1);
             }
             let d =
-                conversion_discrepancy(DiscrepancyKind::DuplicateOrderConversion, conversion, "");
+                conversion_discrepancy(DiscrepancyKind::DuplicateOrderConversion, &conversion, "");
             push_discrepancy(d, &mut self.stats, out);
             return;
         }
@@ -677,13 +673,14 @@ impl Engine {
         self.order_keys_dirty.mark(fp);
         let purchase = PurchaseRef {
             order_id,
-            pixel: conversion.event_source_id.clone(),
-            event: conversion.event.clone(),
-            event_id: conversion.event_id.clone(),
+            pixel: conversion.event_source_id.to_owned(),
+            event: conversion.event.to_owned(),
+            event_id: conversion.event_id.map(str::to_owned),
             value: conversion.properties.value,
-            currency: conversion.properties.currency.clone(),
+            currency: conversion.properties.currency.map(str::to_owned),
             event_time: candidate.event_time,
         };
+        drop(conversion);
         self.emit(candidate, out);
         self.reconciler
             .on_purchase(purchase, &mut self.revenue, &mut self.stats, out);
@@ -698,25 +695,23 @@ impl Engine {
             findings,
             ..
         } = candidate;
-        self.stats.conversion(&conversion);
+        let view = conversion.view();
+        self.stats.conversion(&view);
         for d in findings {
             push_discrepancy(d, &mut self.stats, out);
         }
         if is_purchase {
-            let currency = conversion
-                .properties
-                .currency
-                .as_deref()
-                .unwrap_or("unknown");
+            let currency = view.properties.currency.unwrap_or("unknown");
             self.revenue.track(
-                &conversion.event_source_id,
+                view.event_source_id,
                 currency,
                 event_time,
-                conversion.properties.value.unwrap_or_default(),
+                view.properties.value.unwrap_or_default(),
                 &mut self.stats,
                 out,
             );
         }
+        drop(view);
         out.conversions.push(conversion);
     }
 }
@@ -724,7 +719,7 @@ impl Engine {
 /// A released action, merged and checked, before it is emitted: the findings are emitted with
 /// it, or not at all when the order side drops it as a duplicate order.
 struct Candidate {
-    conversion: Conversion,
+    conversion: MergedConversion,
     /// Event time (ms) the action's TTL counts from.
     anchor: i64,
     /// Event time (ms) of the first copy.
@@ -737,7 +732,7 @@ struct Candidate {
 impl Candidate {
     /// The sources of the copies the action holds, one entry per copy.
     fn sources(&self) -> Vec<Source> {
-        match self.conversion.sources {
+        match self.conversion.sources() {
             SourcesSeen::Both => vec![Source::Browser, Source::Server],
             SourcesSeen::Browser => vec![Source::Browser],
             SourcesSeen::Server => vec![Source::Server],
@@ -800,58 +795,19 @@ fn parity(a: &Event, b: &Event, tolerance: Money) -> Parity {
     }
 }
 
-/// The first copy's fields, completed by the other's; value and currency by authority.
-fn merge(action: Action) -> Conversion {
-    let sources = match (&action.browser, &action.server) {
-        (Some(_), Some(_)) => SourcesSeen::Both,
-        (Some(_), None) => SourcesSeen::Browser,
-        _ => SourcesSeen::Server,
+/// The first copy's fields, completed by the other's; value and currency by authority: the
+/// server copy's if it has a value, else the browser copy's.
+fn merge(action: Action) -> MergedConversion {
+    let priced = |e: &Option<Box<Event>>| e.as_deref().is_some_and(|e| e.value().is_some());
+    let value_source = if priced(&action.server) {
+        ValueSource::Server
+    } else if priced(&action.browser) {
+        ValueSource::Browser
+    } else {
+        ValueSource::None
     };
     let (key, first, other) = action.into_parts();
-    let copies = [Some(&*first), other.as_deref()];
-    let copy_from = |source| copies.into_iter().flatten().find(|e| e.source == source);
-    let priced = |source| {
-        copy_from(source)
-            .filter(|e| e.value().is_some())
-            .map(|e| (e.value(), e.currency()))
-    };
-    let (value_source, (value, currency)) = if let Some(v) = priced(Source::Server) {
-        (ValueSource::Server, v)
-    } else if let Some(v) = priced(Source::Browser) {
-        (ValueSource::Browser, v)
-    } else {
-        let currency = [Source::Server, Source::Browser]
-            .into_iter()
-            .find_map(|source| copy_from(source)?.currency());
-        (ValueSource::None, (None, currency))
-    };
-    let mut merged = first.fields();
-    if let Some(other) = &other {
-        let mut other = other.fields();
-        merged.user.fill_from(&mut other.user);
-        merged.properties.fill_from(&mut other.properties);
-        merged.page.fill_from(&mut other.page);
-        if merged.event_id.is_none() {
-            merged.event_id = other.event_id;
-        }
-    }
-    merged.properties.value = value;
-    merged.properties.currency = currency;
-    let owned = |s: &&str| s.to_string();
-    Conversion {
-        format_version: FORMAT_VERSION,
-        key,
-        event_source_id: merged.pixel.to_owned(),
-        event: merged.event.to_owned(),
-        event_id: merged.event_id.map(str::to_owned),
-        event_time: merged.event_time.div_euclid(1000),
-        user: merged.user.map(owned),
-        properties: merged.properties.map(owned),
-        page: merged.page.map(owned),
-        sources,
-        first_source: merged.source,
-        value_source,
-    }
+    MergedConversion::new(key, first, other, value_source)
 }
 
 pub(crate) fn push_discrepancy(d: Discrepancy, stats: &mut Stats, out: &mut Outputs) {
@@ -882,18 +838,22 @@ pub(crate) fn discrepancy_about(kind: DiscrepancyKind, event: &Event, suffix: &s
     d
 }
 
-fn conversion_discrepancy(kind: DiscrepancyKind, c: &Conversion, suffix: &str) -> Discrepancy {
+fn conversion_discrepancy(
+    kind: DiscrepancyKind,
+    c: &Conversion<&str>,
+    suffix: &str,
+) -> Discrepancy {
     let mut key = format!("{}/{}", kind.as_str(), c.key);
     if !suffix.is_empty() {
         key.push('/');
         key.push_str(suffix);
     }
     let mut d = Discrepancy::new(kind, key, c.event_time * 1000);
-    d.event_source_id = Some(c.event_source_id.clone());
-    d.event = Some(c.event.clone());
-    d.event_id = c.event_id.clone();
-    d.order_id = c.properties.order_id.clone();
+    d.event_source_id = Some(c.event_source_id.to_owned());
+    d.event = Some(c.event.to_owned());
+    d.event_id = c.event_id.map(str::to_owned);
+    d.order_id = c.properties.order_id.map(str::to_owned);
     d.conversion_value = c.properties.value;
-    d.conversion_currency = c.properties.currency.clone();
+    d.conversion_currency = c.properties.currency.map(str::to_owned);
     d
 }

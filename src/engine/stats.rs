@@ -350,7 +350,7 @@ impl Stats {
         self.pixel(pixel).events.add(source, 1);
     }
 
-    pub fn conversion(&mut self, conversion: &Conversion) {
+    pub fn conversion<S: AsRef<str>>(&mut self, conversion: &Conversion<S>) {
         self.conversions += 1;
         let tally = |c: &mut SourceCounts| match conversion.sources {
             SourcesSeen::Browser => c.browser += 1,
@@ -367,8 +367,8 @@ impl Stats {
             };
             self.outcome(other, Outcome::Merged, 1);
         }
-        let p = self.pixel(&conversion.event_source_id);
-        let event = standard_event_name(&conversion.event);
+        let p = self.pixel(conversion.event_source_id.as_ref());
+        let event = standard_event_name(conversion.event.as_ref());
         match p.conversions.get_mut(event) {
             Some(c) => tally(c),
             None => {

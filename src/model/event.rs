@@ -105,24 +105,66 @@ impl Event {
 
     /// Every field, the text borrowed from this event.
     pub fn fields(&self) -> EventFields<&str> {
-        let s = |span: &Span| self.str(*span);
-        EventFields {
-            source: self.source,
-            pixel: self.pixel(),
-            event: self.name(),
-            event_id: self.event_id(),
-            event_time: self.event_time,
-            user: self.user.map(s),
-            properties: self.properties.map(s),
-            page: self.page.map(s),
-            consent: self.consent,
-            position: self.position.clone(),
-        }
+        Event::merged_fields(self, None)
     }
 
     fn str(&self, span: Span) -> &str {
-        let start = span.start as usize;
-        &self.text[start..start + span.len as usize]
+        let (start, end) = (span.start as usize, (span.start + span.len) as usize);
+        debug_assert!(self.text.is_char_boundary(start) && self.text.is_char_boundary(end));
+        // SAFETY: spans are made only by `pack`, each around one whole `&str` it appended to
+        // this same text, so both ends are in bounds and on character boundaries. (A checked
+        // slice tests both boundaries on every read; a conversion reads each field several
+        // times.)
+        unsafe { self.text.get_unchecked(start..end) }
+    }
+
+    /// The merge rule's fields: `first`'s, each one it lacks taken from `other` (`contents` as
+    /// a whole), the event_id likewise; value and currency are `first`'s (the caller applies
+    /// the value-authority rule). Read field by field: the engine reads a conversion a few
+    /// times, and only the chosen contents are collected.
+    pub fn merged_fields<'a>(first: &'a Event, other: Option<&'a Event>) -> EventFields<&'a str> {
+        let pick = |get: fn(&Event) -> Option<Span>| match (get(first), other) {
+            (Some(span), _) => Some(first.str(span)),
+            (None, Some(o)) => get(o).map(|span| o.str(span)),
+            (None, None) => None,
+        };
+        let contents = match (&first.properties.contents, other) {
+            (Some(items), _) => Some((first, items)),
+            (None, Some(o)) => o.properties.contents.as_ref().map(|items| (o, items)),
+            (None, None) => None,
+        }
+        .map(|(e, items)| items.iter().map(|c| c.map(|s| e.str(*s))).collect());
+        EventFields {
+            source: first.source,
+            pixel: first.pixel(),
+            event: first.name(),
+            event_id: pick(|e| e.event_id),
+            event_time: first.event_time,
+            user: User {
+                email: pick(|e| e.user.email),
+                phone: pick(|e| e.user.phone),
+                external_id: pick(|e| e.user.external_id),
+                ttclid: pick(|e| e.user.ttclid),
+                ttp: pick(|e| e.user.ttp),
+                ip: pick(|e| e.user.ip),
+                user_agent: pick(|e| e.user.user_agent),
+            },
+            properties: Properties {
+                value: first.properties.value,
+                currency: first.currency(),
+                order_id: pick(|e| e.properties.order_id),
+                content_type: pick(|e| e.properties.content_type),
+                contents,
+                description: pick(|e| e.properties.description),
+                query: pick(|e| e.properties.query),
+            },
+            page: Page {
+                url: pick(|e| e.page.url),
+                referrer: pick(|e| e.page.referrer),
+            },
+            consent: first.consent,
+            position: first.position.clone(),
+        }
     }
 
     /// The pixel code.

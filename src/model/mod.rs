@@ -13,8 +13,10 @@
 use serde::{Deserialize, Serialize};
 
 mod event;
+mod merged;
 
 pub use event::Event;
+pub use merged::MergedConversion;
 
 /// Version stamped on every output record, so a reader can tell formats apart during a rolling
 /// upgrade.
@@ -199,30 +201,11 @@ impl<S> User<S> {
             user_agent: self.user_agent.as_ref().map(&mut f),
         }
     }
-
-    /// Fills every field this copy lacks from `other`, moving them (the merge rule: the first
-    /// copy wins, the other adds what it lacks).
-    pub fn fill_from(&mut self, other: &mut User<S>) {
-        fill(&mut self.email, &mut other.email);
-        fill(&mut self.phone, &mut other.phone);
-        fill(&mut self.external_id, &mut other.external_id);
-        fill(&mut self.ttclid, &mut other.ttclid);
-        fill(&mut self.ttp, &mut other.ttp);
-        fill(&mut self.ip, &mut other.ip);
-        fill(&mut self.user_agent, &mut other.user_agent);
-    }
 }
 
 impl<S: AsRef<str>> User<S> {
     pub fn key(&self, key: MatchKey) -> Option<&str> {
         self.get(key).map(AsRef::as_ref)
-    }
-}
-
-/// Moves `other`'s value into an empty `slot` (the merge consumes the other copy).
-pub(crate) fn fill<T>(slot: &mut Option<T>, other: &mut Option<T>) {
-    if slot.is_none() {
-        *slot = other.take();
     }
 }
 
@@ -293,16 +276,6 @@ impl<S> Properties<S> {
             query: self.query.as_ref().map(&mut f),
         }
     }
-
-    /// Fills every parameter this copy lacks from `other`, except value and currency, which
-    /// move together under the value-authority rule (see `engine::merge`).
-    pub fn fill_from(&mut self, other: &mut Properties<S>) {
-        fill(&mut self.order_id, &mut other.order_id);
-        fill(&mut self.content_type, &mut other.content_type);
-        fill(&mut self.contents, &mut other.contents);
-        fill(&mut self.description, &mut other.description);
-        fill(&mut self.query, &mut other.query);
-    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -320,11 +293,6 @@ impl<S> Page<S> {
             url: self.url.as_ref().map(&mut f),
             referrer: self.referrer.as_ref().map(&mut f),
         }
-    }
-
-    pub fn fill_from(&mut self, other: &mut Page<S>) {
-        fill(&mut self.url, &mut other.url);
-        fill(&mut self.referrer, &mut other.referrer);
     }
 }
 
@@ -504,31 +472,33 @@ pub enum ValueSource {
 }
 
 /// The one record emitted per user action: the merged event under the Events API field names.
+/// `Conversion` (of `String`) is the record as read back; the engine emits a
+/// [`MergedConversion`], whose JSON is this record with its text borrowed (`Conversion<&str>`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Conversion {
+pub struct Conversion<S = String> {
     pub format_version: u32,
     /// The dedup key `pixel/event/event_id`; Kafka record key of the conversion.
-    pub key: String,
-    pub event_source_id: String,
-    pub event: String,
+    pub key: S,
+    pub event_source_id: S,
+    pub event: S,
     /// Absent when neither copy had one (see the `missing_event_id` discrepancy).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub event_id: Option<String>,
+    pub event_id: Option<S>,
     /// Unix seconds of the first copy.
     pub event_time: i64,
-    pub user: User,
-    pub properties: Properties,
+    pub user: User<S>,
+    pub properties: Properties<S>,
     #[serde(skip_serializing_if = "is_default_page", default)]
-    pub page: Page,
+    pub page: Page<S>,
     pub sources: SourcesSeen,
     /// Which copy came first (its fields win the merge).
     pub first_source: Source,
     pub value_source: ValueSource,
 }
 
-fn is_default_page(p: &Page) -> bool {
-    *p == Page::default()
+fn is_default_page<S>(p: &Page<S>) -> bool {
+    p.url.is_none() && p.referrer.is_none()
 }
 
 /// Every kind of discrepancy onecount reports.

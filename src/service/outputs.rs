@@ -175,7 +175,7 @@ impl OutputWriter {
             .as_micros() as usize;
         let [conversions, discrepancies, dead_letters, windows] = &self.topics.clone();
         for c in &out.conversions {
-            self.send(conversions, c.key.as_bytes(), c, task, opaque, stop)?;
+            self.send(conversions, c.key().as_bytes(), c, task, opaque, stop)?;
         }
         for d in &out.discrepancies {
             self.send(discrepancies, d.key.as_bytes(), d, task, opaque, stop)?;

@@ -208,7 +208,7 @@ pub fn kinds(out: &Outputs) -> Vec<&'static str> {
 }
 
 pub fn keys(out: &Outputs) -> Vec<String> {
-    out.conversions.iter().map(|c| c.key.clone()).collect()
+    out.conversions.iter().map(|c| c.key().to_owned()).collect()
 }
 
 pub fn dup(stats: &Stats, reason: &str) -> u64 {
