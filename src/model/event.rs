@@ -18,7 +18,7 @@ use super::{
     Consent, Content, EventFields, MatchKey, Money, Page, Position, Properties, Source, User,
 };
 
-/// Where one text field lies in its event's buffer. `u32` keeps a packed event small: an
+/// Where one text field lies in its event's buffer; made only by a [`Packer`]. `u32` keeps a packed event small: an
 /// event's text is bounded by `engine.max_record_bytes`, which the config caps well below 4 GiB.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Span {
@@ -45,62 +45,56 @@ pub struct Event {
 }
 
 impl Event {
-    /// Packs `fields`: one allocation for all of its text, sized exactly. Written out field by
-    /// field rather than through `EventFields::map`: this runs once per parsed copy, and the
-    /// generic map's intermediate structs cost more than the copying (callgrind, session 10).
+    /// Packs `fields` (a record read back from JSON, a test's copy); the parser packs as it
+    /// reads, with a [`Packer`].
     pub fn pack<S: AsRef<str>>(fields: &EventFields<S>) -> Event {
-        let mut p = Packer(String::with_capacity(fields.text_len()));
+        let mut buf = String::new();
+        let mut p = Packer::new(&mut buf);
         let (u, pr, pg) = (&fields.user, &fields.properties, &fields.page);
-        let pixel = p.put(&fields.pixel);
-        let event = p.put(&fields.event);
-        let event_id = p.opt(&fields.event_id);
-        let user = User {
-            email: p.opt(&u.email),
-            phone: p.opt(&u.phone),
-            external_id: p.opt(&u.external_id),
-            ttclid: p.opt(&u.ttclid),
-            ttp: p.opt(&u.ttp),
-            ip: p.opt(&u.ip),
-            user_agent: p.opt(&u.user_agent),
-        };
-        let properties = Properties {
-            value: pr.value,
-            currency: p.opt(&pr.currency),
-            order_id: p.opt(&pr.order_id),
-            content_type: p.opt(&pr.content_type),
-            contents: pr.contents.as_ref().map(|items| {
-                items
-                    .iter()
-                    .map(|c| Content {
-                        content_id: p.opt(&c.content_id),
-                        content_name: p.opt(&c.content_name),
-                        content_category: p.opt(&c.content_category),
-                        brand: p.opt(&c.brand),
-                        quantity: c.quantity,
-                        price: c.price,
-                    })
-                    .collect()
-            }),
-            description: p.opt(&pr.description),
-            query: p.opt(&pr.query),
-        };
-        let page = Page {
-            url: p.opt(&pg.url),
-            referrer: p.opt(&pg.referrer),
-        };
-        Event {
+        let spans = EventFields {
             source: fields.source,
+            pixel: p.put(fields.pixel.as_ref()),
+            event: p.put(fields.event.as_ref()),
+            event_id: p.opt(&fields.event_id),
             event_time: fields.event_time,
+            user: User {
+                email: p.opt(&u.email),
+                phone: p.opt(&u.phone),
+                external_id: p.opt(&u.external_id),
+                ttclid: p.opt(&u.ttclid),
+                ttp: p.opt(&u.ttp),
+                ip: p.opt(&u.ip),
+                user_agent: p.opt(&u.user_agent),
+            },
+            properties: Properties {
+                value: pr.value,
+                currency: p.opt(&pr.currency),
+                order_id: p.opt(&pr.order_id),
+                content_type: p.opt(&pr.content_type),
+                contents: pr.contents.as_ref().map(|items| {
+                    items
+                        .iter()
+                        .map(|c| Content {
+                            content_id: p.opt(&c.content_id),
+                            content_name: p.opt(&c.content_name),
+                            content_category: p.opt(&c.content_category),
+                            brand: p.opt(&c.brand),
+                            quantity: c.quantity,
+                            price: c.price,
+                        })
+                        .collect()
+                }),
+                description: p.opt(&pr.description),
+                query: p.opt(&pr.query),
+            },
+            page: Page {
+                url: p.opt(&pg.url),
+                referrer: p.opt(&pg.referrer),
+            },
             consent: fields.consent,
             position: fields.position.clone(),
-            text: p.0.into_boxed_str(),
-            pixel,
-            event,
-            event_id,
-            user,
-            properties,
-            page,
-        }
+        };
+        p.finish(spans)
     }
 
     /// Every field, the text borrowed from this event.
@@ -198,24 +192,55 @@ impl Event {
     }
 }
 
-/// Appends text fields to an event's buffer.
-struct Packer(String);
+/// Builds one event's text: each field is appended as it is read and its span noted, then
+/// [`Packer::finish`] copies the text once into the event's exactly sized buffer. The working
+/// buffer is the caller's, reused from event to event, so packing allocates once per event.
+pub struct Packer<'b> {
+    text: &'b mut String,
+}
 
-impl Packer {
-    #[inline]
-    fn put<S: AsRef<str>>(&mut self, t: &S) -> Span {
-        let t = t.as_ref();
-        let span = Span {
-            start: offset(self.0.len()),
-            len: offset(t.len()),
-        };
-        self.0.push_str(t);
-        span
+impl<'b> Packer<'b> {
+    pub fn new(buf: &'b mut String) -> Packer<'b> {
+        buf.clear();
+        Packer { text: buf }
     }
 
     #[inline]
-    fn opt<S: AsRef<str>>(&mut self, t: &Option<S>) -> Option<Span> {
-        t.as_ref().map(|t| self.put(t))
+    pub fn put(&mut self, t: &str) -> Span {
+        self.put_with(|text| text.push_str(t))
+    }
+
+    #[inline]
+    pub fn opt<S: AsRef<str>>(&mut self, t: &Option<S>) -> Option<Span> {
+        t.as_ref().map(|t| self.put(t.as_ref()))
+    }
+
+    /// The span of what `write` appends (a field normalised on its way in).
+    #[inline]
+    pub fn put_with(&mut self, write: impl FnOnce(&mut String)) -> Span {
+        let start = self.text.len();
+        write(self.text);
+        Span {
+            start: offset(start),
+            len: offset(self.text.len() - start),
+        }
+    }
+
+    /// The event whose text fields are `spans` of what was put.
+    pub fn finish(self, spans: EventFields<Span>) -> Event {
+        Event {
+            source: spans.source,
+            event_time: spans.event_time,
+            consent: spans.consent,
+            position: spans.position,
+            text: Box::from(self.text.as_str()),
+            pixel: spans.pixel,
+            event: spans.event,
+            event_id: spans.event_id,
+            user: spans.user,
+            properties: spans.properties,
+            page: spans.page,
+        }
     }
 }
 

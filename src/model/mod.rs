@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 mod event;
 mod merged;
 
-pub use event::Event;
+pub use event::{Event, Packer, Span};
 pub use merged::MergedConversion;
 
 /// Version stamped on every output record, so a reader can tell formats apart during a rolling
@@ -331,43 +331,6 @@ impl<S> EventFields<S> {
             position: self.position.clone(),
         }
     }
-}
-
-impl<S: AsRef<str>> EventFields<S> {
-    /// The length of all its text together (what [`Event::pack`] allocates).
-    pub(crate) fn text_len(&self) -> usize {
-        let (u, p, pg) = (&self.user, &self.properties, &self.page);
-        let contents: usize = p
-            .contents
-            .iter()
-            .flatten()
-            .map(|c| {
-                len(&c.content_id) + len(&c.content_name) + len(&c.content_category) + len(&c.brand)
-            })
-            .sum();
-        self.pixel.as_ref().len()
-            + self.event.as_ref().len()
-            + len(&self.event_id)
-            + len(&u.email)
-            + len(&u.phone)
-            + len(&u.external_id)
-            + len(&u.ttclid)
-            + len(&u.ttp)
-            + len(&u.ip)
-            + len(&u.user_agent)
-            + len(&p.currency)
-            + len(&p.order_id)
-            + len(&p.content_type)
-            + contents
-            + len(&p.description)
-            + len(&p.query)
-            + len(&pg.url)
-            + len(&pg.referrer)
-    }
-}
-
-fn len<S: AsRef<str>>(t: &Option<S>) -> usize {
-    t.as_ref().map_or(0, |t| t.as_ref().len())
 }
 
 /// What a change to an order row did.

@@ -24,8 +24,6 @@
 //! and index locate the body), and the other events still parse. A body whose `data`/`batch`
 //! is not a non-empty array is one dead letter (index 0) with the whole record as `original`.
 
-use std::borrow::Cow;
-
 use serde_json::value::RawValue;
 
 use super::amount::{self, AmountError};
@@ -35,8 +33,8 @@ use super::json::{
 use super::time::{self, TimeError, Units};
 use super::{Reject, Sink};
 use crate::model::{
-    Consent, Content, DeadLetterReason, Event, EventFields, Page, Position, Properties, Record,
-    Source, User,
+    Consent, Content, DeadLetterReason, Event, EventFields, Packer, Page, Position, Properties,
+    Record, Source, Span, User,
 };
 use crate::pii;
 
@@ -232,7 +230,13 @@ pub(crate) fn parse_browser(text: &str, sink: &mut Sink<'_>) {
     let mut slot = None;
     let result = match (json::read_record::<RawEvent<'_>>(text, &mut slot), &slot) {
         (Err(e), _) => Err(EventError::Json(e.into())),
-        (Ok(()), Some(Obj::Ok(raw))) => build(raw, None, Source::Browser, sink.position(0)),
+        (Ok(()), Some(Obj::Ok(raw))) => build(
+            raw,
+            None,
+            Source::Browser,
+            sink.position(0),
+            sink.event_text,
+        ),
         (Ok(()), _) => Err(EventError::NotAnObject("record")),
     };
     match result {
@@ -265,7 +269,13 @@ pub(crate) fn parse_server(text: &str, sink: &mut Sink<'_>) {
     for (i, raw) in events.iter().enumerate() {
         let index = u32::try_from(i).unwrap_or(u32::MAX);
         let result = match raw {
-            Obj::Ok(raw) => build(raw, body_pixel, Source::Server, sink.position(index)),
+            Obj::Ok(raw) => build(
+                raw,
+                body_pixel,
+                Source::Server,
+                sink.position(index),
+                sink.event_text,
+            ),
             Obj::NotObject => Err(EventError::NotAnObject(item)),
         };
         emit(sink, index, result, || {
@@ -284,7 +294,13 @@ fn parse_lazy_body(body: &LazyBody<'_>, sink: &mut Sink<'_>) {
         let result = match serde_json::from_str::<Obj<RawEvent<'_>>>(raw.get()) {
             Err(e) => Err(EventError::Json(e.into())),
             Ok(Obj::NotObject) => Err(EventError::NotAnObject(item)),
-            Ok(Obj::Ok(raw)) => build(&raw, body_pixel, Source::Server, sink.position(index)),
+            Ok(Obj::Ok(raw)) => build(
+                &raw,
+                body_pixel,
+                Source::Server,
+                sink.position(index),
+                sink.event_text,
+            ),
         };
         emit(sink, index, result, || raw.get());
     }
@@ -301,7 +317,13 @@ fn split<'b, 'a, T>(
         (Some(list), _) => (list, "data", "data[]"),
         (None, Some(list)) => (list, "batch", "batch[]"),
         (None, None) => {
-            match build(&body.event, None, Source::Server, sink.position(0)) {
+            match build(
+                &body.event,
+                None,
+                Source::Server,
+                sink.position(0),
+                sink.event_text,
+            ) {
                 Ok(event) => sink.record(Record::Event(Box::new(event))),
                 Err(e) => sink.reject(0, &e),
             }
@@ -381,31 +403,34 @@ fn first_text<'r>(
     Ok(found)
 }
 
-/// One text field as the parser has it: borrowed from the record when it is used as sent,
-/// owned when it was unescaped, hashed or normalised. [`Event::pack`] copies either into the
-/// event's one buffer.
-type Text<'r> = Cow<'r, str>;
-
 /// `s.to_uppercase()`, without its per-character path when `s` is ASCII (same result).
 pub(crate) fn upper(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    push_upper(&mut out, s);
+    out
+}
+
+/// Appends `s.to_uppercase()` to `out`.
+fn push_upper(out: &mut String, s: &str) {
     if s.is_ascii() {
-        s.to_ascii_uppercase()
+        let start = out.len();
+        out.push_str(s);
+        out[start..].make_ascii_uppercase();
     } else {
-        s.to_uppercase()
+        out.push_str(&s.to_uppercase());
     }
 }
 
-fn borrowed(t: Option<&str>) -> Option<Text<'_>> {
-    t.map(Cow::Borrowed)
-}
-
-/// One event from its raw fields. `body_pixel` is the enclosing body's pixel code, if any.
+/// One event from its raw fields, its text packed through `buf` (reused from event to event).
+/// `body_pixel` is the enclosing body's pixel code, if any.
 fn build(
     raw: &RawEvent<'_>,
     body_pixel: Option<&str>,
     source: Source,
     position: Position,
+    buf: &mut String,
 ) -> Result<Event, EventError> {
+    let mut p = Packer::new(buf);
     let pixel = pixel_of(raw)?
         .or(body_pixel)
         .ok_or(EventError::Missing("event_source_id"))?;
@@ -427,22 +452,23 @@ fn build(
     .map_err(|source| EventError::Time { field, source })?;
 
     let context = obj(&raw.context, "context")?;
-    let user = build_user(obj(&raw.user, "user")?, context)?;
+    let user = build_user(obj(&raw.user, "user")?, context, &mut p)?;
     let properties = match obj(&raw.properties, "properties")? {
-        Some(p) => build_properties(p)?,
+        Some(props) => build_properties(props, &mut p)?,
         None => Properties::default(),
     };
-    let page = build_page(obj(&raw.page, "page")?, context)?;
+    let page = build_page(obj(&raw.page, "page")?, context, &mut p)?;
     let consent = match text(&raw.consent, "consent")?.map(str::trim) {
         None => None,
         Some(c) if c.eq_ignore_ascii_case("granted") => Some(Consent::Granted),
         Some(c) if c.eq_ignore_ascii_case("denied") => Some(Consent::Denied),
         Some(_) => return Err(EventError::Consent),
     };
-    Ok(Event::pack(&EventFields {
+    let (pixel, event, event_id) = (p.put(pixel), p.put(event), p.opt(&event_id));
+    Ok(p.finish(EventFields {
         source,
-        pixel: Cow::Borrowed(pixel),
-        event: Cow::Borrowed(event),
+        pixel,
+        event,
         event_id,
         event_time,
         user,
@@ -453,10 +479,11 @@ fn build(
     }))
 }
 
-fn build_user<'r>(
-    user: Option<&'r RawUser<'_>>,
-    context: Option<&'r RawContext<'_>>,
-) -> Result<User<Text<'r>>, EventError> {
+fn build_user(
+    user: Option<&RawUser<'_>>,
+    context: Option<&RawContext<'_>>,
+    p: &mut Packer<'_>,
+) -> Result<User<Span>, EventError> {
     let cu = match context {
         Some(c) => obj(&c.user, "context.user")?,
         None => None,
@@ -499,42 +526,46 @@ fn build_user<'r>(
         (cu.map(|u| &u.user_agent), "context.user.user_agent"),
     ])?;
     Ok(User {
-        email: email.and_then(pii::hash_email).map(Cow::Owned),
-        phone: phone.and_then(pii::hash_phone).map(Cow::Owned),
-        external_id: external_id.and_then(pii::hash_external_id).map(Cow::Owned),
-        ttclid: borrowed(ttclid),
-        ttp: borrowed(ttp),
-        ip: borrowed(ip),
-        user_agent: borrowed(user_agent),
+        email: p.opt(&email.and_then(pii::hash_email)),
+        phone: p.opt(&phone.and_then(pii::hash_phone)),
+        external_id: p.opt(&external_id.and_then(pii::hash_external_id)),
+        ttclid: p.opt(&ttclid),
+        ttp: p.opt(&ttp),
+        ip: p.opt(&ip),
+        user_agent: p.opt(&user_agent),
     })
 }
 
-fn build_page<'r>(
-    page: Option<&'r RawPage<'_>>,
-    context: Option<&'r RawContext<'_>>,
-) -> Result<Page<Text<'r>>, EventError> {
+fn build_page(
+    page: Option<&RawPage<'_>>,
+    context: Option<&RawContext<'_>>,
+    p: &mut Packer<'_>,
+) -> Result<Page<Span>, EventError> {
     let cp = match context {
         Some(c) => obj(&c.page, "context.page")?,
         None => None,
     };
     Ok(Page {
-        url: borrowed(first_text(&[
+        url: p.opt(&first_text(&[
             (page.map(|p| &p.url), "page.url"),
             (cp.map(|p| &p.url), "context.page.url"),
         ])?),
-        referrer: borrowed(first_text(&[
+        referrer: p.opt(&first_text(&[
             (page.map(|p| &p.referrer), "page.referrer"),
             (cp.map(|p| &p.referrer), "context.page.referrer"),
         ])?),
     })
 }
 
-fn build_properties<'r>(p: &'r RawProperties<'_>) -> Result<Properties<Text<'r>>, EventError> {
+fn build_properties(
+    p: &RawProperties<'_>,
+    packer: &mut Packer<'_>,
+) -> Result<Properties<Span>, EventError> {
     let value = amount::money(&p.value).map_err(|source| EventError::Amount {
         field: "properties.value",
         source,
     })?;
-    let currency = text(&p.currency, "properties.currency")?.map(|c| Cow::Owned(upper(c.trim())));
+    let currency = text(&p.currency, "properties.currency")?;
     let contents = match &p.contents {
         None => None,
         Some(List::NotArray) => {
@@ -548,7 +579,7 @@ fn build_properties<'r>(p: &'r RawProperties<'_>) -> Result<Properties<Text<'r>>
             items
                 .iter()
                 .map(|item| match item {
-                    Obj::Ok(c) => build_content(c),
+                    Obj::Ok(c) => build_content(c, packer),
                     Obj::NotObject => Err(EventError::NotAnObject("properties.contents[]")),
                 })
                 .collect::<Result<Vec<_>, _>>()?,
@@ -556,16 +587,16 @@ fn build_properties<'r>(p: &'r RawProperties<'_>) -> Result<Properties<Text<'r>>
     };
     Ok(Properties {
         value,
-        currency,
-        order_id: id(&p.order_id, "properties.order_id")?,
-        content_type: borrowed(text(&p.content_type, "properties.content_type")?),
+        currency: currency.map(|c| packer.put_with(|buf| push_upper(buf, c.trim()))),
+        order_id: packer.opt(&id(&p.order_id, "properties.order_id")?),
+        content_type: packer.opt(&text(&p.content_type, "properties.content_type")?),
         contents,
-        description: borrowed(text(&p.description, "properties.description")?),
-        query: borrowed(text(&p.query, "properties.query")?),
+        description: packer.opt(&text(&p.description, "properties.description")?),
+        query: packer.opt(&text(&p.query, "properties.query")?),
     })
 }
 
-fn build_content<'r>(c: &'r RawContent<'_>) -> Result<Content<Text<'r>>, EventError> {
+fn build_content(c: &RawContent<'_>, p: &mut Packer<'_>) -> Result<Content<Span>, EventError> {
     const QUANTITY: &str = "properties.contents[].quantity";
     let quantity = match &c.quantity {
         None | Some(Scalar::Null) => None,
@@ -577,13 +608,16 @@ fn build_content<'r>(c: &'r RawContent<'_>) -> Result<Content<Text<'r>>, EventEr
         Some(_) => return Err(EventError::Quantity(QUANTITY)),
     };
     Ok(Content {
-        content_id: id(&c.content_id, "properties.contents[].content_id")?,
-        content_name: borrowed(text(&c.content_name, "properties.contents[].content_name")?),
-        content_category: borrowed(text(
+        content_id: p.opt(&id(&c.content_id, "properties.contents[].content_id")?),
+        content_name: p.opt(&text(
+            &c.content_name,
+            "properties.contents[].content_name",
+        )?),
+        content_category: p.opt(&text(
             &c.content_category,
             "properties.contents[].content_category",
         )?),
-        brand: borrowed(text(&c.brand, "properties.contents[].brand")?),
+        brand: p.opt(&text(&c.brand, "properties.contents[].brand")?),
         quantity,
         price: amount::money(&c.price).map_err(|source| EventError::Amount {
             field: "properties.contents[].price",

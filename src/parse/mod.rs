@@ -26,6 +26,8 @@ pub use time::{parse_datetime_ms, TimeError};
 
 use base64::Engine;
 
+use std::cell::RefCell;
+
 use crate::config::{EngineConfig, OrdersConfig};
 use crate::model::{DeadLetter, DeadLetterReason, Input, Position, Record, FORMAT_VERSION};
 
@@ -43,6 +45,8 @@ pub struct Parser {
     engine: EngineConfig,
     orders: OrdersConfig,
     schemas: order::SchemaMemo,
+    /// The working buffer events are packed through, kept so packing allocates once per event.
+    event_text: RefCell<String>,
 }
 
 /// An error that dead-letters a record: its reason, and (`Display`) the detail, which names the
@@ -82,6 +86,8 @@ pub(crate) struct Sink<'p> {
     /// The whole record, the `original` of its dead letters unless one event's text is given.
     record: &'p [u8],
     out: &'p mut Vec<Parsed>,
+    /// Where an event's text is gathered before it is packed (see `model::Packer`).
+    pub(crate) event_text: &'p mut String,
 }
 
 impl Sink<'_> {
@@ -140,6 +146,7 @@ impl Parser {
             engine: engine.clone(),
             orders: orders.clone(),
             schemas: order::SchemaMemo::default(),
+            event_text: RefCell::default(),
         }
     }
 
@@ -160,11 +167,13 @@ impl Parser {
             offset,
             index: 0,
         };
+        let mut event_text = self.event_text.borrow_mut();
         let mut sink = Sink {
             redact: self.engine.redact_dead_letters,
             position,
             record: bytes.unwrap_or_default(),
             out,
+            event_text: &mut event_text,
         };
         let Some(bytes) = bytes else {
             return match input {
