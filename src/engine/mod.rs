@@ -623,29 +623,38 @@ impl Engine {
         }
         let missing_order_id = (is_purchase && order_id.is_none())
             .then(|| conversion_discrepancy(DiscrepancyKind::MissingOrderId, &view, ""));
-        drop(view);
         let candidate = Candidate {
-            conversion,
+            conversion: view,
             anchor,
             event_time,
             is_purchase,
             findings,
         };
-        match (is_purchase, order_id) {
+        let emitted = match (is_purchase, order_id) {
             (true, Some(order_id)) => self.finish_purchase(order_id, candidate, out),
             _ => {
                 self.emit(candidate, out);
                 if let Some(d) = missing_order_id {
                     push_discrepancy(d, &mut self.stats, out);
                 }
+                true
             }
+        };
+        if emitted {
+            out.conversions.push(conversion);
         }
     }
 
     /// The order side of a released purchase: one conversion per (pixel, order id) within the
     /// TTL; the first is emitted and joins its order, any later one is a duplicate order.
-    fn finish_purchase(&mut self, order_id: String, candidate: Candidate, out: &mut Outputs) {
-        let conversion = candidate.conversion.view();
+    /// Whether the conversion is emitted.
+    fn finish_purchase(
+        &mut self,
+        order_id: String,
+        candidate: Candidate<'_>,
+        out: &mut Outputs,
+    ) -> bool {
+        let conversion = &candidate.conversion;
         let fp = Fingerprint::of(&[conversion.event_source_id, &order_id]);
         let anchor_s = candidate.anchor.div_euclid(1000);
         let claimed = self
@@ -659,9 +668,9 @@ impl Engine {
                     .duplicates(pixel, source, DuplicateReason::DuplicateOrder, 1);
             }
             let d =
-                conversion_discrepancy(DiscrepancyKind::DuplicateOrderConversion, &conversion, "");
+                conversion_discrepancy(DiscrepancyKind::DuplicateOrderConversion, conversion, "");
             push_discrepancy(d, &mut self.stats, out);
-            return;
+            return false;
         }
         self.order_keys.put(
             fp,
@@ -680,22 +689,22 @@ impl Engine {
             currency: conversion.properties.currency.map(str::to_owned),
             event_time: candidate.event_time,
         };
-        drop(conversion);
         self.emit(candidate, out);
         self.reconciler
             .on_purchase(purchase, &mut self.revenue, &mut self.stats, out);
+        true
     }
 
-    /// Emits a conversion with its findings; a purchase also counts as tracked revenue.
-    fn emit(&mut self, candidate: Candidate, out: &mut Outputs) {
+    /// Counts a conversion that is emitted and emits its findings; a purchase also counts as
+    /// tracked revenue. (The caller puts the conversion itself in the outputs.)
+    fn emit(&mut self, candidate: Candidate<'_>, out: &mut Outputs) {
         let Candidate {
-            conversion,
+            conversion: view,
             event_time,
             is_purchase,
             findings,
             ..
         } = candidate;
-        let view = conversion.view();
         self.stats.conversion(&view);
         for d in findings {
             push_discrepancy(d, &mut self.stats, out);
@@ -711,15 +720,14 @@ impl Engine {
                 out,
             );
         }
-        drop(view);
-        out.conversions.push(conversion);
     }
 }
 
 /// A released action, merged and checked, before it is emitted: the findings are emitted with
 /// it, or not at all when the order side drops it as a duplicate order.
-struct Candidate {
-    conversion: MergedConversion,
+struct Candidate<'c> {
+    /// The merged conversion, read once for all the checks and counts.
+    conversion: Conversion<&'c str>,
     /// Event time (ms) the action's TTL counts from.
     anchor: i64,
     /// Event time (ms) of the first copy.
@@ -729,10 +737,10 @@ struct Candidate {
     findings: Vec<Discrepancy>,
 }
 
-impl Candidate {
+impl Candidate<'_> {
     /// The sources of the copies the action holds, one entry per copy.
     fn sources(&self) -> Vec<Source> {
-        match self.conversion.sources() {
+        match self.conversion.sources {
             SourcesSeen::Both => vec![Source::Browser, Source::Server],
             SourcesSeen::Browser => vec![Source::Browser],
             SourcesSeen::Server => vec![Source::Server],
