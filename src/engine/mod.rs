@@ -540,6 +540,9 @@ impl Engine {
                 Some((due, kind)) if due < watermark || watermark == i64::MAX => match kind {
                     0 => {
                         let Reverse(b) = self.reorder.pop().expect("peeked");
+                        if let Some(Reverse(next)) = self.reorder.peek() {
+                            next.event.prefetch();
+                        }
                         if self.changelog && b.seq < self.written_below {
                             self.applied_written.push(b.position);
                         }
