@@ -579,11 +579,6 @@ impl Engine {
     /// topic keyed by order id. Consumes the action: the conversion takes its copies' fields.
     fn finish_action(&mut self, action: Action, out: &mut Outputs) {
         let (first, other) = action.ordered();
-        let is_purchase = self.purchase_events.contains(first.name());
-        let order_id = first
-            .order_id()
-            .or(other.and_then(Event::order_id))
-            .map(str::to_owned);
         // Everything that needs both copies is read before the merge consumes them.
         let parity = other.map(|other| parity(first, other, self.value_tolerance));
         let first_source = first.source;
@@ -593,6 +588,8 @@ impl Engine {
         self.dedup.close(&action, flags::EMITTED);
         let conversion = merge(action);
         let view = conversion.view();
+        let is_purchase = self.purchase_events.contains(view.event);
+        let order_id = view.properties.order_id.map(str::to_owned);
 
         let mut findings = Vec::new();
         if missing_event_id {

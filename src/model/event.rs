@@ -14,9 +14,7 @@ use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::{
-    Consent, Content, EventFields, MatchKey, Money, Page, Position, Properties, Source, User,
-};
+use super::{Consent, EventFields, MatchKey, Money, Page, Position, Properties, Source, User};
 
 /// Where one text field lies in its event's buffer; made only by a [`Packer`]. `u32` keeps a packed event small: an
 /// event's text is bounded by `engine.max_record_bytes`, which the config caps well below 4 GiB.
@@ -50,50 +48,7 @@ impl Event {
     pub fn pack<S: AsRef<str>>(fields: &EventFields<S>) -> Event {
         let mut buf = String::new();
         let mut p = Packer::new(&mut buf);
-        let (u, pr, pg) = (&fields.user, &fields.properties, &fields.page);
-        let spans = EventFields {
-            source: fields.source,
-            pixel: p.put(fields.pixel.as_ref()),
-            event: p.put(fields.event.as_ref()),
-            event_id: p.opt(&fields.event_id),
-            event_time: fields.event_time,
-            user: User {
-                email: p.opt(&u.email),
-                phone: p.opt(&u.phone),
-                external_id: p.opt(&u.external_id),
-                ttclid: p.opt(&u.ttclid),
-                ttp: p.opt(&u.ttp),
-                ip: p.opt(&u.ip),
-                user_agent: p.opt(&u.user_agent),
-            },
-            properties: Properties {
-                value: pr.value,
-                currency: p.opt(&pr.currency),
-                order_id: p.opt(&pr.order_id),
-                content_type: p.opt(&pr.content_type),
-                contents: pr.contents.as_ref().map(|items| {
-                    items
-                        .iter()
-                        .map(|c| Content {
-                            content_id: p.opt(&c.content_id),
-                            content_name: p.opt(&c.content_name),
-                            content_category: p.opt(&c.content_category),
-                            brand: p.opt(&c.brand),
-                            quantity: c.quantity,
-                            price: c.price,
-                        })
-                        .collect()
-                }),
-                description: p.opt(&pr.description),
-                query: p.opt(&pr.query),
-            },
-            page: Page {
-                url: p.opt(&pg.url),
-                referrer: p.opt(&pg.referrer),
-            },
-            consent: fields.consent,
-            position: fields.position.clone(),
-        };
+        let spans = fields.map(|t| p.put(t.as_ref()));
         p.finish(spans)
     }
 
@@ -294,7 +249,7 @@ impl<'de> Deserialize<'de> for Event {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Input;
+    use crate::model::{Content, Input};
 
     fn fields() -> EventFields {
         EventFields {
