@@ -183,7 +183,10 @@ impl StateTask {
                 self.engine
                     .mark_idle_channel(channel.input, channel.partition, &mut self.out)
             }
-            Item::CaughtUp => {}
+            Item::CaughtUp => {
+                self.engine
+                    .mark_caught_up_channel(channel.input, channel.partition, &mut self.out)
+            }
         }
         self.merged.insert(channel, (offset, holds));
     }
