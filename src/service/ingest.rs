@@ -300,7 +300,12 @@ impl Ingest {
                 last_commit = Instant::now();
             }
         }
-        // Shutdown: everything forwarded is acknowledged, then committed.
+        // Shutdown: the partitions are let go (not while the broker is away: the markers would
+        // only wait for it until the deadline, and a stop then is like a crash, see
+        // docs/SERVICE.md), everything forwarded is acknowledged, then committed.
+        if self.health.broker_up() {
+            self.let_go_of_assigned()?;
+        }
         while self.fwd.producer.context().in_flight() > 0 {
             self.fwd.producer.poll(REPORT_POLL);
             self.fwd.check_failures()?;
@@ -311,22 +316,29 @@ impl Ingest {
         Ok(())
     }
 
-    /// Keeps the aligner's buffers to the assigned partitions.
+    /// Announces every assigned partition as let go. Each holds the state again until its next
+    /// owner forwards it: after a caught-up or idle marker it would not, and the instances
+    /// still forwarding until they notice the rebalance would run ahead of the records
+    /// published to it meanwhile, in event time, while the engine's watermark stays where the
+    /// partition left it: a copy arriving late on their partitions would then meet an action
+    /// `replay` has released. (The next owner announces it too, but only once the group has
+    /// settled: seconds later.) Called on revocation and when the instance stops: a consumer
+    /// that leaves the group is revoked only as it closes, after the last chance to write.
+    fn let_go_of_assigned(&mut self) -> Result<(), ServiceError> {
+        for key in &self.assigned {
+            if let Some(channel) = self.fwd.channel(&key.0, key.1) {
+                self.fwd.marker(LogRecord::Assigned(channel))?;
+            }
+        }
+        Ok(())
+    }
+
     /// Keeps the aligner's buffers to the assigned partitions, and announces each newly
     /// assigned one in the log: the state stage then waits for its records (or its idle marker)
     /// before letting the watermark pass them.
     fn follow_assignment(&mut self) -> Result<(), ServiceError> {
         if self.revoked.swap(false, Ordering::Relaxed) {
-            // Each partition let go holds the state again until its next owner forwards it:
-            // after a caught-up or idle marker it would not, and the instances still forwarding
-            // until they notice the rebalance would run ahead of the records published to it
-            // meanwhile. (The next owner announces it too, but only once the group has
-            // settled: seconds later.)
-            for key in &self.assigned {
-                if let Some(channel) = self.fwd.channel(&key.0, key.1) {
-                    self.fwd.marker(LogRecord::Assigned(channel))?;
-                }
-            }
+            self.let_go_of_assigned()?;
             // Whatever is assigned now is new, even a partition given back at once.
             self.assigned.clear();
             self.known.clear();
