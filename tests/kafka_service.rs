@@ -13,6 +13,7 @@
 
 mod support_kafka;
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
@@ -22,9 +23,11 @@ use std::time::{Duration, Instant};
 
 use onecount::generate::{generate_to_dir, GenerateOptions, Line, Truth, VecSink};
 use onecount::model::Input;
+use onecount::service::wire::{self, Channel, LogRecord};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::ClientConfig;
 use serde_json::Value;
@@ -554,6 +557,68 @@ fn a_partition_taken_in_a_rebalance_holds_the_state_until_forwarded_again() {
     );
     wait_forwarded(&setup, &mut service, &held);
     leave_then_expect_truth(&setup, silent, service, &truth, &traffic);
+}
+
+/// A partition read to its end is not one still to deliver. On a sparse backlog (2,000 actions
+/// over 96 h: some orders partitions end hours of event time before the others):
+///
+/// - While the instance forwards the rest, such a partition does not hold the watermark, as an
+///   ended file does not in `replay` (a caught-up marker): held where the partition ended,
+///   late copies met actions `replay` had released, and merged.
+/// - An instance that stops lets its input partitions go in the log, as a revocation does:
+///   each holds the state again until its next owner forwards it. Its last word on a partition
+///   read to its end was "caught up" or "idle", which do not hold; the instances still
+///   forwarding their own partitions until they notice the rebalance would run ahead of it
+///   (seen once in `rebalance_instances_join_and_leave`: a browser copy's late server copy
+///   said denied, and the action vanished instead of giving a consent_after_emit).
+#[test]
+fn a_sparse_backlog_is_exact_and_a_stop_lets_its_partitions_go() {
+    let _one = one_at_a_time();
+    let setup = Setup::new("let-go");
+    setup.create_inputs();
+    let (truth, lines) = generated(2_000, 1001);
+    publish_all(&setup, lines.clone());
+    let mut service = setup.start();
+    service.wait_ready();
+    // Everything out exactly and settled: every partition has been read to its end since.
+    setup.wait_for_truth(&truth, Some(&lines), &mut [&mut service]);
+    stop_cleanly(service);
+
+    let log = format!("{}-log", setup.group_id);
+    let markers = support_kafka::consume_all_as(&log, |m| wire::read(m.headers()));
+    let mut last: BTreeMap<Channel, LogRecord> = BTreeMap::new();
+    let mut released = BTreeSet::new();
+    for record in markers {
+        let record = record.expect("a log record onecount reads");
+        let channel = match &record {
+            LogRecord::Forwarded { channel, .. }
+            | LogRecord::Idle(channel)
+            | LogRecord::Assigned(channel)
+            | LogRecord::CaughtUp(channel) => *channel,
+            LogRecord::Progress => continue,
+        };
+        if matches!(record, LogRecord::Idle(_) | LogRecord::CaughtUp(_)) {
+            released.insert(channel);
+        }
+        last.insert(channel, record);
+    }
+    assert_eq!(
+        last.len(),
+        9,
+        "the 9 input partitions are in the log: {last:?}"
+    );
+    assert_eq!(
+        released.len(),
+        9,
+        "each input partition was read to its end and let the merge pass before the stop"
+    );
+    for (channel, record) in &last {
+        assert_eq!(
+            record,
+            &LogRecord::Assigned(*channel),
+            "the log's last word on {channel:?}"
+        );
+    }
 }
 
 /// A merge waits for a partition nobody forwards only up to `service.merge_queue_limit` items:

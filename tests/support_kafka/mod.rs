@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use onecount::config::KafkaConfig;
 use onecount::kafka::admin::{ensure_topics, TopicSpec, TopicStatus};
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 /// The variable `scripts/test.sh` sets to the broker's `host:port`.
@@ -115,6 +115,20 @@ fn plain_consumer() -> BaseConsumer {
 /// Both, because tansu 0.6 answers `ListOffsets(latest)` with 1 for any non-empty partition,
 /// while its Fetch responses carry the true high watermark.
 pub fn consume_all(topic: &str) -> Vec<Record> {
+    let text = |b: Option<&[u8]>| b.map(|b| String::from_utf8(b.to_vec()).expect("utf-8 record"));
+    let mut records = consume_all_as(topic, |msg| Record {
+        key: text(msg.key()),
+        value: text(msg.payload()),
+        partition: msg.partition(),
+        offset: msg.offset(),
+    });
+    records.sort_by_key(|r| (r.partition, r.offset));
+    records
+}
+
+/// [`consume_all`], each record taken as `read` makes it, in the order read (each partition in
+/// offset order).
+pub fn consume_all_as<T>(topic: &str, read: impl Fn(&BorrowedMessage<'_>) -> T) -> Vec<T> {
     let consumer = plain_consumer();
     let partitions = partition_count(topic) as i32;
     let mut listed_end: BTreeMap<i32, i64> = BTreeMap::new();
@@ -141,15 +155,8 @@ pub fn consume_all(topic: &str) -> Vec<Record> {
         );
         if let Some(msg) = consumer.poll(Duration::from_millis(100)) {
             let msg = msg.unwrap_or_else(|e| panic!("reading {topic}: {e}"));
-            let text =
-                |b: Option<&[u8]>| b.map(|b| String::from_utf8(b.to_vec()).expect("utf-8 record"));
             if pending.contains(&msg.partition()) {
-                records.push(Record {
-                    key: text(msg.key()),
-                    value: text(msg.payload()),
-                    partition: msg.partition(),
-                    offset: msg.offset(),
-                });
+                records.push(read(&msg));
                 next.insert(msg.partition(), msg.offset() + 1);
             }
         }
@@ -169,6 +176,5 @@ pub fn consume_all(topic: &str) -> Vec<Record> {
             }
         });
     }
-    records.sort_by_key(|r| (r.partition, r.offset));
     records
 }
