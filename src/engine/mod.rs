@@ -357,15 +357,6 @@ impl Engine {
         }
     }
 
-    /// The runtime went on with the other partitions while this partition of `input` had
-    /// nothing more to give: until its next record (or until it is registered again), it does
-    /// not hold the watermark, as an ended file does not in `replay`.
-    pub fn mark_caught_up_channel(&mut self, input: Input, partition: i32, out: &mut Outputs) {
-        self.watermarks
-            .set_caught_up(Channel::new(input, partition));
-        self.fire_timers(out);
-    }
-
     /// The runtime will deliver records from this partition of `input` (it was assigned): until
     /// its first record or until it is declared idle, it holds the watermark, so the partitions
     /// that deliver first cannot overtake it.

@@ -41,34 +41,11 @@ pub struct ChannelMark {
     pub idle: bool,
     /// Its input has ended (end of file); never cleared.
     pub finished: bool,
-    /// Read to its end for now, as the runtime says when it goes on with the other channels
-    /// without waiting for this one: like an ended file in `replay`, it does not hold the
-    /// watermark, until its next record or until it is announced again (assigned). Unlike idle
-    /// and finished channels, it does not let the watermark jump to the furthest channel:
-    /// only wall-clock idleness may declare the input over for now.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub caught_up: bool,
 }
 
 impl ChannelMark {
-    /// A channel that holds the watermark: neither idle nor caught up.
-    pub fn new(channel: Channel, max_seen: Option<i64>, finished: bool) -> ChannelMark {
-        ChannelMark {
-            channel,
-            max_seen,
-            idle: false,
-            finished,
-            caught_up: false,
-        }
-    }
-
     fn holds(&self) -> bool {
-        !self.idle && !self.finished && !self.caught_up
-    }
-
-    /// Out of the way until its next record, by wall-clock idleness or the input's end.
-    fn stood_down(&self) -> bool {
-        self.idle || self.finished
+        !self.idle && !self.finished
     }
 }
 
@@ -106,16 +83,16 @@ impl Watermarks {
             Ok(i) => {
                 let mark = &mut self.channels[i];
                 mark.idle = false;
-                mark.caught_up = false;
                 mark.max_seen = Some(mark.max_seen.map_or(event_time, |m| m.max(event_time)));
             }
             Err(i) => self.channels.insert(
                 i,
-                ChannelMark::new(
+                ChannelMark {
                     channel,
-                    Some(event_time),
-                    self.finished_inputs[channel.input.index()],
-                ),
+                    max_seen: Some(event_time),
+                    idle: false,
+                    finished: self.finished_inputs[channel.input.index()],
+                },
             ),
         }
         self.recompute();
@@ -123,26 +100,19 @@ impl Watermarks {
 
     /// A channel the runtime knows is coming (an assigned partition): until its first record or
     /// until it is declared idle, it holds the watermark where it is, so records of the other
-    /// channels cannot overtake the ones it has yet to deliver. A known channel that was caught
-    /// up holds again (more is coming); an idle one stays idle until its next record.
+    /// channels cannot overtake the ones it has yet to deliver. Registering a known channel
+    /// changes nothing.
     pub fn register(&mut self, channel: Channel) {
-        match self.channels.binary_search_by(|m| m.channel.cmp(&channel)) {
-            Ok(i) => self.channels[i].caught_up = false,
-            Err(i) => {
-                let finished = self.finished_inputs[channel.input.index()];
-                self.channels
-                    .insert(i, ChannelMark::new(channel, None, finished));
-                self.recompute();
-            }
-        }
-    }
-
-    /// A channel read to its end for now stops holding the watermark back until its next record
-    /// (or until it is registered again). Declaring a channel that was never registered and
-    /// never had data caught up changes nothing.
-    pub fn set_caught_up(&mut self, channel: Channel) {
-        if let Ok(i) = self.channels.binary_search_by(|m| m.channel.cmp(&channel)) {
-            self.channels[i].caught_up = true;
+        if let Err(i) = self.channels.binary_search_by(|m| m.channel.cmp(&channel)) {
+            self.channels.insert(
+                i,
+                ChannelMark {
+                    channel,
+                    max_seen: None,
+                    idle: false,
+                    finished: self.finished_inputs[channel.input.index()],
+                },
+            );
             self.recompute();
         }
     }
@@ -203,7 +173,7 @@ impl Watermarks {
     /// watermark any more.
     pub fn all_idle_or_finished(&self) -> bool {
         self.channels.iter().any(|m| m.max_seen.is_some())
-            && self.channels.iter().all(ChannelMark::stood_down)
+            && !self.channels.iter().any(ChannelMark::holds)
     }
 
     /// Every channel's state, sorted by channel, for a checkpoint.
@@ -244,13 +214,9 @@ impl Watermarks {
             holding
                 .map(|m| m.max_seen)
                 .try_fold(i64::MAX, |min, t| t.map(|t| min.min(t)))
-        } else if self.channels.iter().all(ChannelMark::stood_down) {
+        } else {
             // With every channel idle or finished, the furthest channel sets the pace.
             self.channels.iter().filter_map(|m| m.max_seen).max()
-        } else {
-            // Nothing holds, but some channel is only caught up: its next record may come any
-            // moment, and is not late for having been awaited. The watermark stays.
-            None
         }
         .map(|t| t - self.lateness_ms);
         self.current = match (self.current, candidate) {
@@ -288,60 +254,6 @@ mod tests {
             Some(900),
             "registering a known channel changes nothing"
         );
-    }
-
-    #[test]
-    fn a_caught_up_channel_does_not_hold_the_watermark_until_its_next_record() {
-        let mut w = Watermarks::new(0);
-        w.register(ch(Input::Orders, 2));
-        w.observe(ch(Input::Browser, 0), 1000);
-        w.observe(ch(Input::Orders, 2), 100);
-        assert_eq!(w.current(), Some(100), "orders 2 is the slowest");
-        w.set_caught_up(ch(Input::Orders, 2));
-        assert_eq!(w.current(), Some(1000), "as if its file had ended");
-        w.observe(ch(Input::Browser, 0), 1500);
-        assert_eq!(w.current(), Some(1500));
-        // Its next record makes it hold again (one behind the watermark is not late for that).
-        w.observe(ch(Input::Orders, 2), 1400);
-        w.observe(ch(Input::Browser, 0), 3000);
-        assert_eq!(
-            w.current(),
-            Some(1500),
-            "orders 2 holds at 1400, never back"
-        );
-        w.observe(ch(Input::Orders, 2), 2000);
-        assert_eq!(w.current(), Some(2000));
-        // Registered again (assigned, or let go by its owner): it holds again.
-        w.set_caught_up(ch(Input::Orders, 2));
-        assert_eq!(w.current(), Some(3000));
-        w.register(ch(Input::Orders, 2));
-        w.observe(ch(Input::Browser, 0), 4000);
-        assert_eq!(
-            w.current(),
-            Some(3000),
-            "orders 2 holds after its announcement"
-        );
-    }
-
-    #[test]
-    fn caught_up_channels_alone_do_not_release_everything() {
-        let mut w = Watermarks::new(0);
-        w.observe(ch(Input::Browser, 0), 1000);
-        w.observe(ch(Input::Server, 0), 800);
-        w.set_caught_up(ch(Input::Server, 0));
-        w.set_caught_up(ch(Input::Browser, 0));
-        assert_eq!(w.current(), Some(1000), "held where browser 0 left it");
-        assert!(!w.all_idle_or_finished(), "caught up is not idle");
-        w.set_idle(ch(Input::Browser, 0));
-        assert!(!w.all_idle_or_finished(), "server 0 is only caught up");
-        w.set_idle(ch(Input::Server, 0));
-        assert!(w.all_idle_or_finished());
-        // A channel never registered and without data: nothing to declare.
-        w.set_caught_up(ch(Input::Orders, 7));
-        assert!(w
-            .channels()
-            .iter()
-            .all(|m| m.channel != ch(Input::Orders, 7)));
     }
 
     #[test]

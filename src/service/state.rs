@@ -183,10 +183,7 @@ impl StateTask {
                 self.engine
                     .mark_idle_channel(channel.input, channel.partition, &mut self.out)
             }
-            Item::CaughtUp => {
-                self.engine
-                    .mark_caught_up_channel(channel.input, channel.partition, &mut self.out)
-            }
+            Item::CaughtUp => {}
         }
         self.merged.insert(channel, (offset, holds));
     }
