@@ -316,14 +316,14 @@ impl Ingest {
         Ok(())
     }
 
-    /// Announces every assigned partition as let go. Each holds the state again until its next
-    /// owner forwards it: after a caught-up or idle marker it would not, and the instances
-    /// still forwarding until they notice the rebalance would run ahead of the records
-    /// published to it meanwhile, in event time, while the engine's watermark stays where the
-    /// partition left it: a copy arriving late on their partitions would then meet an action
-    /// `replay` has released. (The next owner announces it too, but only once the group has
-    /// settled: seconds later.) Called on revocation and when the instance stops: a consumer
-    /// that leaves the group is revoked only as it closes, after the last chance to write.
+    /// Announces every assigned partition as let go: the state stage then waits for it again
+    /// until its next owner forwards it. After its last caught-up marker (the merge goes past
+    /// it) or idle marker (nothing waits for it), the instances still forwarding their own
+    /// partitions until they notice the rebalance would run ahead of the records published to
+    /// it meanwhile, which would then come late, behind actions `replay` has them meet. (The
+    /// next owner announces it too, but only once the group has settled: seconds later.)
+    /// Called on revocation and when the instance stops: a consumer that leaves the group is
+    /// revoked only as it closes, after the last chance to write.
     fn let_go_of_assigned(&mut self) -> Result<(), ServiceError> {
         for key in &self.assigned {
             if let Some(channel) = self.fwd.channel(&key.0, key.1) {
