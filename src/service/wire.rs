@@ -58,9 +58,9 @@ pub enum LogRecord {
     Forwarded { channel: Channel, offset: i64 },
     /// Ingest saw nothing on `channel` for `engine.idle_timeout`.
     Idle(Channel),
-    /// Ingest was assigned `channel`, or let it go in a rebalance: its records are coming
-    /// (from this instance or its next owner), so it holds the watermark until its next record
-    /// or its idle marker.
+    /// Ingest was assigned `channel`, or let it go (in a rebalance, or as the instance
+    /// stops): its records are coming (from this instance or its next owner), so it holds the
+    /// watermark until its next record or its idle marker.
     Assigned(Channel),
     /// Ingest forwarded a record of another channel while `channel` had nothing more to give:
     /// the state task need not wait for it (see `merge`).
