@@ -569,9 +569,7 @@ impl Engine {
                 Some((due, kind)) if due < watermark || watermark == i64::MAX => match kind {
                     0 => {
                         let Reverse(b) = self.reorder.pop().expect("peeked");
-                        if let Some(Reverse(next)) = self.reorder.peek() {
-                            next.event.prefetch();
-                        }
+                        self.prefetch_next_copies();
                         if self.changelog && b.seq < self.written_below {
                             self.applied_written.push(b.event.position.clone());
                         }
@@ -590,6 +588,26 @@ impl Engine {
                 },
                 _ => return,
             }
+        }
+    }
+
+    /// Loads the copies applied next, two deep: the next one's text (the copy itself was
+    /// loaded one pop ago) and the one after it. They were parsed minutes of event time ago
+    /// and are read cold otherwise. The one after the next is the smaller child of the heap's
+    /// root: the heap's slice order is its layout, which a hint may rely on (it changes no
+    /// result if it is ever wrong).
+    fn prefetch_next_copies(&self) {
+        if let Some(Reverse(next)) = self.reorder.peek() {
+            next.event.prefetch();
+            next.event.prefetch_text();
+        }
+        let heap = self.reorder.as_slice();
+        let after = match (heap.get(1), heap.get(2)) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+        if let Some(Reverse(after)) = after {
+            after.event.prefetch();
         }
     }
 
