@@ -32,8 +32,9 @@ fn prefetch_bytes(start: *const u8, len: usize) {
     let _ = (start, len);
 }
 
-/// Where one text field lies in its event's buffer; made only by a [`Packer`]. `u32` keeps a packed event small: an
-/// event's text is bounded by `engine.max_record_bytes`, which the config caps well below 4 GiB.
+/// Where one text field lies in its event's buffer; made only by a [`Packer`]. `u32` keeps a
+/// packed event small: an event's text is bounded by `engine.max_record_bytes`, which the config
+/// caps well below 4 GiB.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Span {
     start: u32,
