@@ -11,6 +11,9 @@
 //!                                   state by pixel, with every generated order naming its shop)
 //!   ONECOUNT_BENCH_RESTORE_KEYS     live keys per restore run (default "1000000,10000000")
 //!   ONECOUNT_BENCH_PARTS            "throughput", "restore" or both (default "throughput,restore")
+//!   ONECOUNT_BENCH_SERVICE_TOML     TOML lines added to the service's config after its own, e.g.
+//!                                   `[kafka.properties]` with a librdkafka property to try (the
+//!                                   service is started without the bench's ONECOUNT_* variables)
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -437,7 +440,9 @@ state_partitions = {state_partitions}
 listen = "{http}"
 [log]
 format = "json"
-{orders_tables}"#,
+{orders_tables}
+{extra}"#,
+        extra = std::env::var("ONECOUNT_BENCH_SERVICE_TOML").unwrap_or_default(),
         brokers = config.kafka.brokers,
         group = config.kafka.group_id,
         browser = t.browser,

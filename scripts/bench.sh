@@ -13,7 +13,8 @@
 # consume of the same topics, processing latency, restore time for 1M and 10M live keys. Uses
 # the broker at ONECOUNT_TEST_KAFKA, or starts one (and stops it after) if none runs.
 #   ONECOUNT_BENCH_SERVICE_ACTIONS (default 200000), ONECOUNT_BENCH_PARTITIONS (default 3),
-#   ONECOUNT_BENCH_RESTORE_KEYS (default 1000000,10000000), ONECOUNT_BENCH_PARTS
+#   ONECOUNT_BENCH_RESTORE_KEYS (default 1000000,10000000), ONECOUNT_BENCH_PARTS,
+#   ONECOUNT_BENCH_SERVICE_TOML (lines added to the service's config; see benches/service.rs)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
