@@ -32,24 +32,20 @@ impl Fingerprint {
     pub fn of(parts: &[&str]) -> Fingerprint {
         const STACK: usize = 256;
         let len: usize = parts.iter().map(|p| p.len() + 1).sum();
-        let hash = if len <= STACK {
-            let mut buf = [0u8; STACK];
-            let mut at = 0;
-            for part in parts {
-                buf[at..at + part.len()].copy_from_slice(part.as_bytes());
-                buf[at + part.len()] = 0xFF;
-                at += part.len() + 1;
-            }
-            xxhash_rust::xxh3::xxh3_64(&buf[..len])
+        let (mut stack, mut heap) = ([0u8; STACK], Vec::new());
+        let buf = if len <= STACK {
+            &mut stack[..len]
         } else {
-            let mut joined = Vec::with_capacity(len);
-            for part in parts {
-                joined.extend_from_slice(part.as_bytes());
-                joined.push(0xFF);
-            }
-            xxhash_rust::xxh3::xxh3_64(&joined)
+            heap.resize(len, 0);
+            &mut heap[..]
         };
-        Fingerprint(hash & Self::MASK)
+        let mut at = 0;
+        for part in parts {
+            buf[at..at + part.len()].copy_from_slice(part.as_bytes());
+            buf[at + part.len()] = 0xFF;
+            at += part.len() + 1;
+        }
+        Fingerprint(xxhash_rust::xxh3::xxh3_64(buf) & Self::MASK)
     }
 
     pub fn from_raw(raw: u64) -> Fingerprint {
