@@ -591,22 +591,19 @@ impl Engine {
         }
     }
 
-    /// Loads the copies applied next, two deep: the next one's text (the copy itself was
-    /// loaded one pop ago) and the one after it. They were parsed minutes of event time ago
-    /// and are read cold otherwise. The one after the next is the smaller child of the heap's
-    /// root: the heap's slice order is its layout, which a hint may rely on (it changes no
-    /// result if it is ever wrong).
+    /// Loads the copies applied next, two deep: the next one's text, and the one after it.
+    /// They were parsed minutes of event time ago and are read cold otherwise. The next copy
+    /// itself was usually loaded one pop ago as "the one after"; it is loaded again in case a
+    /// copy buffered since then came first. The one after the next is the smaller child of
+    /// the heap's root (the larger `Reverse`; `None` sorts below any): the heap's slice order
+    /// is its layout, which a hint may rely on (it changes no result if it is ever wrong).
     fn prefetch_next_copies(&self) {
         if let Some(Reverse(next)) = self.reorder.peek() {
             next.event.prefetch();
             next.event.prefetch_text();
         }
         let heap = self.reorder.as_slice();
-        let after = match (heap.get(1), heap.get(2)) {
-            (Some(a), Some(b)) => Some(a.max(b)),
-            (a, b) => a.or(b),
-        };
-        if let Some(Reverse(after)) = after {
+        if let Some(Reverse(after)) = heap.get(1).max(heap.get(2)) {
             after.event.prefetch();
         }
     }
