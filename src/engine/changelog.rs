@@ -385,7 +385,6 @@ pub fn decode(entry: &ChangelogEntry) -> Result<StateRecord, ChangelogError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::EventFields;
 
     #[test]
     fn closed_key_value_is_six_bytes_plus_version() {
@@ -410,23 +409,16 @@ mod tests {
     }
 
     fn action(event_time: i64) -> Action {
-        let event = Event::pack(&EventFields::<String> {
-            source: crate::model::Source::Server,
-            pixel: "P".into(),
-            event: "AddToCart".into(),
-            event_id: Some("e1".into()),
+        let event = Event::bare(
+            crate::model::Source::Server,
             event_time,
-            user: Default::default(),
-            properties: Default::default(),
-            page: Default::default(),
-            consent: None,
-            position: Position {
+            Position {
                 input: Input::Server,
                 partition: 0,
                 offset: 9,
                 index: 0,
             },
-        });
+        );
         Action {
             fp: Some(Fingerprint::of(&["P", "AddToCart", "e1"])),
             key: "P/AddToCart/e1".into(),

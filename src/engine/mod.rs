@@ -915,22 +915,10 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::model::{EventFields, Input, Position};
+    use crate::model::{Input, Position};
 
     fn buffered(time: i64, source: Source, position: Position, seq: u64) -> Buffered {
-        let event = Event::pack(&EventFields::<String> {
-            source,
-            pixel: "P".into(),
-            event: "AddToCart".into(),
-            event_id: Some("e1".into()),
-            event_time: time,
-            user: Default::default(),
-            properties: Default::default(),
-            page: Default::default(),
-            consent: None,
-            position,
-        });
-        Buffered::new(Box::new(event), seq)
+        Buffered::new(Box::new(Event::bare(source, time, position)), seq)
     }
 
     /// Fields near the packing limits on both sides, so packed and unpacked entries meet.

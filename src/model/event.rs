@@ -262,6 +262,26 @@ impl<'de> Deserialize<'de> for Event {
     }
 }
 
+/// A bare copy for unit tests elsewhere in the crate: pixel `P`, `AddToCart`, event_id `e1`,
+/// no user, properties or page.
+#[cfg(test)]
+impl Event {
+    pub(crate) fn bare(source: Source, event_time: i64, position: Position) -> Event {
+        Event::pack(&EventFields::<String> {
+            source,
+            pixel: "P".into(),
+            event: "AddToCart".into(),
+            event_id: Some("e1".into()),
+            event_time,
+            user: Default::default(),
+            properties: Default::default(),
+            page: Default::default(),
+            consent: None,
+            position,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
