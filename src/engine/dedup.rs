@@ -447,17 +447,12 @@ impl Dedup {
 
     /// The state of every key changed since the last call: its closed entry and its pending
     /// action, whichever it has (`None`: the key is gone).
-    pub fn take_changes(&mut self) -> Vec<(Fingerprint, Option<KeyRecord>)> {
+    pub fn take_changes(&mut self) -> impl Iterator<Item = (Fingerprint, Option<KeyRecord>)> + '_ {
+        let (closed, pending) = (&self.closed, &self.pending);
         self.dirty
             .drain_sorted()
             .into_iter()
-            .map(|fp| {
-                (
-                    fp,
-                    KeyRecord::of(self.closed.get(fp), self.pending.get(&fp)),
-                )
-            })
-            .collect()
+            .map(move |fp| (fp, KeyRecord::of(closed.get(fp), pending.get(&fp))))
     }
 
     /// Puts back one key from the changelog: the record replaces all the key held (`None`

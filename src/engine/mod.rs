@@ -442,42 +442,64 @@ impl Engine {
     /// The state changed since the last call, as changelog entries: written to a compacted
     /// topic at each checkpoint, they let [`Engine::restore`] rebuild this engine exactly.
     pub fn take_changes(&mut self) -> Vec<ChangelogEntry> {
-        assert!(self.changelog, "take_changes needs Engine::with_changelog");
-        let mut records = Vec::new();
+        let mut entries = Vec::new();
+        let unfailing = self.drain_changes(|entry| {
+            entries.push(entry);
+            Ok::<(), std::convert::Infallible>(())
+        });
+        match unfailing {
+            Ok(_) => entries,
+        }
+    }
+
+    /// Hands each change of [`Engine::take_changes`] to `write` as it is encoded, and returns
+    /// how many there were. A checkpoint carries every key touched in its interval (tens of
+    /// thousands at full speed): collected first, they grew a buffer of megabytes whose fresh
+    /// pages the kernel zeroed at every checkpoint. The first error stops the drain; the
+    /// changes not written are lost with it, so the caller must then drop this engine and
+    /// restore it from the changelog.
+    pub fn drain_changes<E>(
+        &mut self,
+        mut write: impl FnMut(ChangelogEntry) -> Result<(), E>,
+    ) -> Result<usize, E> {
+        assert!(self.changelog, "drain_changes needs Engine::with_changelog");
+        let mut written = 0;
+        let mut put = |record: StateRecord| {
+            written += 1;
+            write(changelog::encode(&record))
+        };
         for Reverse(b) in self.reorder.iter() {
             if b.seq >= self.written_below {
-                records.push(StateRecord::Buffered(
+                put(StateRecord::Buffered(
                     b.event.position.clone(),
                     Some((*b.event).clone()),
-                ));
+                ))?;
             }
         }
-        records.extend(
-            self.applied_written
-                .drain(..)
-                .map(|p| StateRecord::Buffered(p, None)),
-        );
+        for position in self.applied_written.drain(..) {
+            put(StateRecord::Buffered(position, None))?;
+        }
         self.written_below = self.next_seq;
         for (fp, record) in self.dedup.take_changes() {
-            records.push(StateRecord::DedupKey(fp, record));
+            put(StateRecord::DedupKey(fp, record))?;
         }
         for fp in self.order_keys_dirty.drain_sorted() {
-            records.push(StateRecord::OrderKey(fp, self.order_keys.get(fp)));
+            put(StateRecord::OrderKey(fp, self.order_keys.get(fp)))?;
         }
         for (id, entry) in self.reconciler.take_changes() {
-            records.push(StateRecord::Order(id, entry));
+            put(StateRecord::Order(id, entry))?;
         }
         for (key, window) in self.revenue.take_changes() {
-            records.push(StateRecord::Window(key, window));
+            put(StateRecord::Window(key, window))?;
         }
-        records.push(StateRecord::Meta(Some(Meta {
+        put(StateRecord::Meta(Some(Meta {
             channels: self.watermarks.channels().to_vec(),
             finished_inputs: self.watermarks.finished_inputs(),
             watermark: self.watermarks.current(),
             next_expiry: self.next_expiry,
             stats: self.stats.clone(),
-        })));
-        records.iter().map(changelog::encode).collect()
+        })))?;
+        Ok(written)
     }
 
     /// Rebuilds an engine from changelog entries in the order they were written (later entries
@@ -523,9 +545,6 @@ impl Engine {
         }
         // Everything restored is in the changelog already.
         restored.written_below = restored.next_seq;
-        restored.dedup.take_changes();
-        restored.reconciler.take_changes();
-        restored.revenue.take_changes();
         Ok(restored)
     }
 

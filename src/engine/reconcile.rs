@@ -296,15 +296,12 @@ impl Reconciler {
         self.dirty.enable();
     }
 
-    pub fn take_changes(&mut self) -> Vec<(String, Option<Entry>)> {
-        self.dirty
-            .drain_sorted()
-            .into_iter()
-            .map(|id| {
-                let entry = self.entries.get(&id).cloned();
-                (id, entry)
-            })
-            .collect()
+    pub fn take_changes(&mut self) -> impl Iterator<Item = (String, Option<Entry>)> + '_ {
+        let entries = &self.entries;
+        self.dirty.drain_sorted().into_iter().map(move |id| {
+            let entry = entries.get(&id).cloned();
+            (id, entry)
+        })
     }
 
     /// Puts back one order id from the changelog (`None` removes it).

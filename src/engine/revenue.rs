@@ -228,15 +228,12 @@ impl RevenueWindows {
         self.dirty.enable();
     }
 
-    pub fn take_changes(&mut self) -> Vec<(WindowKey, Option<Window>)> {
-        self.dirty
-            .drain_sorted()
-            .into_iter()
-            .map(|k| {
-                let w = self.windows.get(&k).cloned();
-                (k, w)
-            })
-            .collect()
+    pub fn take_changes(&mut self) -> impl Iterator<Item = (WindowKey, Option<Window>)> + '_ {
+        let windows = &self.windows;
+        self.dirty.drain_sorted().into_iter().map(move |k| {
+            let w = windows.get(&k).cloned();
+            (k, w)
+        })
     }
 
     /// Puts back one window from the changelog (`None` removes it).

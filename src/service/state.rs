@@ -715,7 +715,16 @@ impl StateStage {
             let f = task.frontier.entry(tp).or_insert(next);
             *f = (*f).max(next);
         }
-        let entries = task.engine.take_changes();
+        let txn = &task.changelog;
+        let lost =
+            |what: &str, e: KafkaError| ServiceError::TaskLost(format!("checkpoint {what}: {e}"));
+        txn.begin_transaction().map_err(|e| lost("begin", e))?;
+        let topic = self.topics.changelog.as_str();
+        let partition = task.partition;
+        // An error loses the task, and with it the engine whose changes were drained.
+        let entries = task.engine.drain_changes(|ChangelogEntry { key, value }| {
+            send_retrying(txn, topic, partition, &key, value.as_deref(), stop)
+        })?;
         let resume = task.resume_offset();
         let checkpoint = Checkpoint::new(
             task.epoch + 1,
@@ -724,14 +733,6 @@ impl StateStage {
             &task.merged,
             &task.frontier,
         );
-        let txn = &task.changelog;
-        let lost =
-            |what: &str, e: KafkaError| ServiceError::TaskLost(format!("checkpoint {what}: {e}"));
-        txn.begin_transaction().map_err(|e| lost("begin", e))?;
-        let topic = self.topics.changelog.as_str();
-        for ChangelogEntry { key, value } in &entries {
-            send_retrying(txn, topic, task.partition, key, value.as_deref(), stop)?;
-        }
         let encoded = checkpoint.encode();
         send_retrying(
             txn,
@@ -762,7 +763,7 @@ impl StateStage {
             epoch = task.epoch,
             log_offset = resume,
             queued = task.merge.queued(),
-            entries = entries.len(),
+            entries,
             "checkpoint committed"
         );
         Ok(())
