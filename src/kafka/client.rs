@@ -35,13 +35,24 @@ pub const PRODUCER_DEFAULTS: &[(&str, &str)] = &[
     ("queue.buffering.max.kbytes", "65536"),
 ];
 
-/// Consumer settings onecount relies on: offsets are committed only by the application, after
-/// what a record produced is acknowledged (`enable.auto.commit=false`,
-/// `enable.auto.offset.store=false`), and a new group starts at the beginning of its inputs.
+/// Consumer settings onecount relies on:
+///
+/// - offsets are committed only by the application, after what a record produced is
+///   acknowledged (`enable.auto.commit=false`, `enable.auto.offset.store=false`), and a new
+///   group starts at the beginning of its inputs;
+/// - `fetch.queue.backoff.ms=20`: once librdkafka's prefetch queue is full it fetches again only
+///   after this backoff, 1 s by default. A stage that drains the queue faster than that waits
+///   for the next fetch (the ingest aligner waited for the partition behind; the state stage's
+///   log consumer ran at the queue's size per second: 12k records/s with an 8 MiB queue);
+/// - `queued.max.messages.kbytes=16384`: the prefetch queue holds records decompressed, and
+///   with the short backoff a quarter of librdkafka's 64 MiB keeps the stages as fast (peak
+///   memory on a backlog: BENCHMARKS.md, session 14).
 pub const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
     ("enable.auto.commit", "false"),
     ("enable.auto.offset.store", "false"),
     ("auto.offset.reset", "earliest"),
+    ("fetch.queue.backoff.ms", "20"),
+    ("queued.max.messages.kbytes", "16384"),
 ];
 
 /// Unacknowledged produces a publisher keeps in flight before it waits for acknowledgements:
@@ -220,6 +231,15 @@ mod tests {
         assert_eq!(cfg.get("group.id"), Some("g"));
         assert_eq!(cfg.get("enable.auto.commit"), Some("false"));
         assert_eq!(cfg.get("enable.auto.offset.store"), Some("false"));
+    }
+
+    #[test]
+    fn consumer_prefetch_is_small_and_refilled_soon_unless_the_user_says_otherwise() {
+        let cfg = consumer_config(&kafka(&[]));
+        assert_eq!(cfg.get("fetch.queue.backoff.ms"), Some("20"));
+        assert_eq!(cfg.get("queued.max.messages.kbytes"), Some("16384"));
+        let cfg = consumer_config(&kafka(&[("queued.max.messages.kbytes", "65536")]));
+        assert_eq!(cfg.get("queued.max.messages.kbytes"), Some("65536"));
     }
 
     #[test]

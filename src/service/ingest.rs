@@ -156,18 +156,6 @@ impl Ingest {
             // a fetch from idling longer than that.
             cfg.set("fetch.wait.max.ms", "100");
         }
-        if config
-            .kafka
-            .properties
-            .get("fetch.queue.backoff.ms")
-            .is_none()
-        {
-            // Once librdkafka's prefetch queue is full (the partitions ahead in event time fill
-            // it while the aligner drains the one behind), it fetches again only after this
-            // backoff, 1 s by default: the aligner then waited for the partition behind most
-            // of the time. 20 ms: 52-63k records/s instead of 43-47k in the service bench.
-            cfg.set("fetch.queue.backoff.ms", "20");
-        }
         let health_for_idle = health.clone();
         let rebalanced = Arc::new(AtomicBool::new(false));
         let revoked = Arc::new(AtomicBool::new(false));
