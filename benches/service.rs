@@ -215,6 +215,10 @@ fn throughput(brokers: &str) {
         100.0 * plain.from_start / run.processed
     );
     println!(
+        "    ratio to (a), steady: applied, first to 99%, vs from the first record: {:.0}%",
+        100.0 * 0.99 * plain.from_first / (run.most_applied - run.first_applied)
+    );
+    println!(
         "    ratio to (a), checkpointed, same pairs: {:.0}%, {:.0}%",
         100.0 * plain.from_first / (run.committed - run.assigned),
         100.0 * plain.from_start / run.committed
