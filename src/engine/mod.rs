@@ -443,13 +443,11 @@ impl Engine {
     /// topic at each checkpoint, they let [`Engine::restore`] rebuild this engine exactly.
     pub fn take_changes(&mut self) -> Vec<ChangelogEntry> {
         let mut entries = Vec::new();
-        let unfailing = self.drain_changes(|entry| {
+        let Ok(_) = self.drain_changes(|entry| {
             entries.push(entry);
             Ok::<(), std::convert::Infallible>(())
         });
-        match unfailing {
-            Ok(_) => entries,
-        }
+        entries
     }
 
     /// Hands each change of [`Engine::take_changes`] to `write` as it is encoded, and returns
