@@ -13,7 +13,10 @@
 //!   ONECOUNT_BENCH_PARTS            "throughput", "restore" or both (default "throughput,restore")
 //!   ONECOUNT_BENCH_SERVICE_TOML     TOML lines added to the service's config after its own, e.g.
 //!                                   `[kafka.properties]` with a librdkafka property to try (the
-//!                                   service is started without the bench's ONECOUNT_* variables)
+//!                                   service is started without the bench's ONECOUNT_* variables).
+//!                                   Lines before any table header land in `[log]` (the last table
+//!                                   with one state partition); `[log]` itself would be
+//!                                   a duplicate table.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
