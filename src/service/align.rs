@@ -12,18 +12,19 @@
 //! Must not: read the clock or talk to Kafka; the caller says which empty partitions are
 //! expected to deliver and gives each record's event time (records without one, such as
 //! tombstones, follow their partition's position) and what it wants back with the record
-//! (ingest: where it goes, learned when it was parsed).
+//! (ingest: where it goes, learned when it was parsed). The records are the consumer's own
+//! messages (`M`), held as they came: ingest keeps them borrowed, not copied.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::message::Message;
 
 /// An input partition: (topic, partition).
 pub type InputPartition = (String, i32);
 
 #[derive(Debug)]
-struct PartitionBuffer<T> {
-    records: VecDeque<(OwnedMessage, Option<i64>, T)>,
+struct PartitionBuffer<M, T> {
+    records: VecDeque<(M, Option<i64>, T)>,
     /// Highest event time forwarded from the partition; `None` before its first.
     highest: Option<i64>,
     /// The offset after the last record buffered since the partition was assigned: the
@@ -32,7 +33,7 @@ struct PartitionBuffer<T> {
     position: Option<i64>,
 }
 
-impl<T> Default for PartitionBuffer<T> {
+impl<M, T> Default for PartitionBuffer<M, T> {
     fn default() -> Self {
         PartitionBuffer {
             records: VecDeque::new(),
@@ -42,10 +43,10 @@ impl<T> Default for PartitionBuffer<T> {
     }
 }
 
-/// Aligns buffered records, each with a `T` the caller gets back with it.
+/// Aligns buffered records (`M`), each with a `T` the caller gets back with it.
 #[derive(Debug)]
-pub struct Aligner<T> {
-    partitions: BTreeMap<InputPartition, PartitionBuffer<T>>,
+pub struct Aligner<M, T> {
+    partitions: BTreeMap<InputPartition, PartitionBuffer<M, T>>,
     /// Records a partition may hold before its reading pauses.
     cap: usize,
     buffered: usize,
@@ -61,18 +62,18 @@ pub enum Flow {
 
 /// What [`Aligner::next`] gives.
 #[derive(Debug)]
-pub enum Next<T> {
+pub enum Next<M, T> {
     /// Forward this record (with what it was pushed with); with a flow change for its
     /// partition.
-    Record(OwnedMessage, T, Option<Flow>),
+    Record(M, T, Option<Flow>),
     /// The partition that must go next has nothing buffered but is expected to deliver.
     Wait(InputPartition),
     /// Nothing buffered.
     Empty,
 }
 
-impl<T> Aligner<T> {
-    pub fn new(cap: usize) -> Aligner<T> {
+impl<M: Message, T> Aligner<M, T> {
+    pub fn new(cap: usize) -> Aligner<M, T> {
         Aligner {
             partitions: BTreeMap::new(),
             cap: cap.max(2),
@@ -93,15 +94,27 @@ impl<T> Aligner<T> {
     }
 
     /// Buffers a record with its event time and `attached`; `Some(Pause)` when its partition
-    /// reached the cap.
-    pub fn push(&mut self, m: OwnedMessage, event_time: Option<i64>, attached: T) -> Option<Flow> {
-        let key = (m.topic().to_string(), m.partition());
-        let buffer = self.partitions.entry(key.clone()).or_default();
+    /// reached the cap. Its partition is found by a look at each (they are a few), not by a key
+    /// built for it: this runs for every record read.
+    pub fn push(&mut self, m: M, event_time: Option<i64>, attached: T) -> Option<Flow> {
+        let (topic, partition) = (m.topic(), m.partition());
+        let is_it = |(t, p): &InputPartition| *p == partition && t == topic;
+        if !self.partitions.keys().any(is_it) {
+            let key = (topic.to_string(), partition);
+            self.partitions.insert(key, PartitionBuffer::default());
+        }
+        let (key, buffer) = self
+            .partitions
+            .iter_mut()
+            .find(|(k, _)| is_it(k))
+            .expect("inserted when missing");
         buffer.position = Some(m.offset() + 1);
         buffer.records.push_back((m, event_time, attached));
         self.buffered += 1;
-        (buffer.records.len() >= self.cap && self.paused.insert(key.clone()))
-            .then_some(Flow::Pause(key))
+        (buffer.records.len() >= self.cap && !self.paused.contains(key)).then(|| {
+            self.paused.insert(key.clone());
+            Flow::Pause(key.clone())
+        })
     }
 
     /// Whether partition `p` has nothing buffered.
@@ -148,27 +161,26 @@ impl<T> Aligner<T> {
     pub fn next(
         &mut self,
         mut expected: impl FnMut(&InputPartition, Option<i64>) -> bool,
-    ) -> Next<T> {
+    ) -> Next<M, T> {
         if self.buffered == 0 {
             return Next::Empty;
         }
-        let chosen = self
+        // Chosen in place: a key cloned for every record forwarded was an allocation each.
+        let (chosen, buffer) = self
             .partitions
-            .iter()
+            .iter_mut()
             .filter(|(p, b)| !b.records.is_empty() || expected(p, b.position))
             .min_by_key(|(p, b)| (b.highest.unwrap_or(i64::MIN), *p))
-            .map(|(p, _)| p.clone())
             .expect("a partition has records buffered");
-        let buffer = self.partitions.get_mut(&chosen).expect("chosen from them");
         let Some((m, time, attached)) = buffer.records.pop_front() else {
-            return Next::Wait(chosen);
+            return Next::Wait(chosen.clone());
         };
         self.buffered -= 1;
         if let Some(t) = time {
             buffer.highest = Some(buffer.highest.map_or(t, |h| h.max(t)));
         }
-        let flow = (buffer.records.len() <= self.cap / 2 && self.paused.remove(&chosen))
-            .then_some(Flow::Resume(chosen));
+        let flow = (buffer.records.len() <= self.cap / 2 && self.paused.remove(chosen))
+            .then(|| Flow::Resume(chosen.clone()));
         Next::Record(m, attached, flow)
     }
 }
@@ -176,7 +188,7 @@ impl<T> Aligner<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rdkafka::message::Timestamp;
+    use rdkafka::message::{OwnedMessage, Timestamp};
 
     fn msg(topic: &str, partition: i32, offset: i64) -> OwnedMessage {
         OwnedMessage::new(
@@ -190,7 +202,7 @@ mod tests {
         )
     }
 
-    fn drain(a: &mut Aligner<()>) -> Vec<(String, i32, i64)> {
+    fn drain(a: &mut Aligner<OwnedMessage, ()>) -> Vec<(String, i32, i64)> {
         std::iter::from_fn(|| match a.next(|_, _| false) {
             Next::Record(m, (), _) => Some((m.topic().to_string(), m.partition(), m.offset())),
             _ => None,
@@ -200,7 +212,7 @@ mod tests {
 
     #[test]
     fn the_partition_that_is_furthest_behind_in_event_time_goes_next() {
-        let mut a = Aligner::<()>::new(10);
+        let mut a = Aligner::<OwnedMessage, ()>::new(10);
         a.set_assignment(&[("b".into(), 0), ("s".into(), 0)]);
         for (o, t) in [(0, 10), (1, 20), (2, 30)] {
             a.push(msg("b", 0, o), Some(t), ());
@@ -224,7 +236,7 @@ mod tests {
     fn a_late_record_leaves_when_its_partition_is_furthest_behind_not_earlier() {
         // b's second record is an hour late: like replay, it is read when b is the slowest
         // partition, by which time s has caught up with b's 100.
-        let mut a = Aligner::<()>::new(10);
+        let mut a = Aligner::<OwnedMessage, ()>::new(10);
         a.set_assignment(&[("b".into(), 0), ("s".into(), 0)]);
         a.push(msg("b", 0, 0), Some(100), ());
         a.push(msg("b", 0, 1), Some(-3600), ());
@@ -245,7 +257,7 @@ mod tests {
 
     #[test]
     fn an_expected_partition_with_nothing_buffered_holds_the_others() {
-        let mut a = Aligner::<()>::new(10);
+        let mut a = Aligner::<OwnedMessage, ()>::new(10);
         a.set_assignment(&[("b".into(), 0), ("s".into(), 0)]);
         a.push(msg("b", 0, 0), Some(10), ());
         assert!(matches!(a.next(|_, _| false), Next::Record(..)));
@@ -260,7 +272,7 @@ mod tests {
 
     #[test]
     fn a_full_partition_pauses_and_resumes_at_half() {
-        let mut a = Aligner::<()>::new(4);
+        let mut a = Aligner::<OwnedMessage, ()>::new(4);
         a.set_assignment(&[("b".into(), 0)]);
         let flows: Vec<_> = (0..4)
             .filter_map(|o| a.push(msg("b", 0, o), Some(o), ()))
@@ -277,7 +289,7 @@ mod tests {
 
     #[test]
     fn a_record_passes_the_empty_partitions_not_ahead_of_it() {
-        let mut a = Aligner::<()>::new(10);
+        let mut a = Aligner::<OwnedMessage, ()>::new(10);
         let assigned = [
             ("b".to_string(), 0),
             ("s".to_string(), 0),
@@ -310,7 +322,7 @@ mod tests {
 
     #[test]
     fn revoked_partitions_lose_their_buffers() {
-        let mut a = Aligner::<()>::new(4);
+        let mut a = Aligner::<OwnedMessage, ()>::new(4);
         a.set_assignment(&[("b".into(), 0), ("b".into(), 1)]);
         a.push(msg("b", 1, 0), Some(1), ());
         a.set_assignment(&[("b".into(), 0)]);

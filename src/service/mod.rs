@@ -144,16 +144,16 @@ pub fn run(config: &Config) -> Result<(), ServiceError> {
             .map_err(|e| ServiceError::Fatal(e.to_string()))?;
     }
 
-    let ingest = ingest::Ingest::new(
-        config,
-        &topics,
-        health.clone(),
-        metrics.consumer_lag.clone(),
-    )?;
+    let input =
+        ingest::InputConsumer::subscribe(config, health.clone(), metrics.consumer_lag.clone())?;
+    let ingest = ingest::Ingest::new(&input, config, &topics, health.clone())?;
     let state = state::StateStage::new(config, &topics, metrics, health)?;
-    let ingest = spawn_stage("onecount-ingest", stop.clone(), move |s| ingest.run(s))?;
-    let state = spawn_stage("onecount-state", stop.clone(), move |s| state.run(s))?;
-    let results = [ingest.join(), state.join()];
+    // Scoped: ingest borrows the input consumer, which outlives both stages.
+    let results = std::thread::scope(|scope| {
+        let ingest = spawn_stage(scope, "onecount-ingest", &stop, move |s| ingest.run(s))?;
+        let state = spawn_stage(scope, "onecount-state", &stop, move |s| state.run(s))?;
+        Ok::<_, ServiceError>([ingest.join(), state.join()])
+    })?;
     for r in results {
         match r {
             Ok(Ok(())) => {}
@@ -168,23 +168,28 @@ pub fn run(config: &Config) -> Result<(), ServiceError> {
 type StageResult = Result<(), ServiceError>;
 
 /// Runs a stage on its own thread. One stage ending stops the other: the service runs whole or
-/// not at all.
-fn spawn_stage(
+/// not at all. A stage that cannot start stops the one already running (the scope waits for
+/// it).
+fn spawn_stage<'scope>(
+    scope: &'scope std::thread::Scope<'scope, '_>,
     name: &str,
-    stop: Arc<Stop>,
-    stage: impl FnOnce(&Stop) -> StageResult + Send + 'static,
-) -> Result<std::thread::JoinHandle<StageResult>, ServiceError> {
+    stop: &'scope Stop,
+    stage: impl FnOnce(&Stop) -> StageResult + Send + 'scope,
+) -> Result<std::thread::ScopedJoinHandle<'scope, StageResult>, ServiceError> {
     std::thread::Builder::new()
         .name(name.to_string())
-        .spawn(move || {
-            let result = stage(&stop);
+        .spawn_scoped(scope, move || {
+            let result = stage(stop);
             if let Err(e) = &result {
                 tracing::error!(error = %e, "stage failed; stopping");
             }
             stop.request(Duration::from_secs(10));
             result
         })
-        .map_err(|e| ServiceError::Fatal(e.to_string()))
+        .map_err(|e| {
+            stop.request(Duration::from_secs(10));
+            ServiceError::Fatal(e.to_string())
+        })
 }
 
 fn ensure_service_topics(config: &Config, topics: &ServiceTopics) -> Result<(), ServiceError> {
