@@ -719,8 +719,19 @@ impl Forwarder {
                 }
             }
         }
-        self.pending
-            .insert((m.topic().to_string(), m.partition()), m.offset() + 1);
+        // Found by a look at each (a few partitions) before a key is made: one is made only for
+        // a partition's first record since the last commit, not for each record.
+        let (topic, partition, next) = (m.topic(), m.partition(), m.offset() + 1);
+        match self
+            .pending
+            .iter_mut()
+            .find(|((t, p), _)| *p == partition && t == topic)
+        {
+            Some((_, pending)) => *pending = next,
+            None => {
+                self.pending.insert((topic.to_string(), partition), next);
+            }
+        }
         self.channels
             .insert(channel, ChannelClock::new(Instant::now()));
         Ok(())
