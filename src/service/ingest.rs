@@ -463,9 +463,13 @@ impl<'c> Ingest<'c> {
                 // Once a bounded wait has expired, only partitions behind their end hold the
                 // rest (the wait is not started over for every record).
                 self.aligner.next(|p, position| {
-                    let h = *judged
-                        .entry(p.clone())
-                        .or_insert_with(|| hold(consumer, position, known, stale, fwd, p));
+                    // Looked up before a key is cloned: asked for every record forwarded.
+                    let h = match judged.get(p) {
+                        Some(h) => *h,
+                        None => *judged
+                            .entry(p.clone())
+                            .or_insert(hold(consumer, position, known, stale, fwd, p)),
+                    };
                     h == Hold::Behind || (h == Hold::Live && !waited_out)
                 })
             };
