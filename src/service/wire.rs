@@ -17,6 +17,8 @@
 //! went elsewhere between two records of a partition reaches it in forward order, so its merge
 //! sees the order a single state task would.
 
+use std::io::Write;
+
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 
 use crate::engine::Observation;
@@ -95,7 +97,7 @@ fn headers(version: u32, key: &str, value: &str) -> OwnedHeaders {
     OwnedHeaders::new_with_capacity(2)
         .insert(Header {
             key: VERSION_HEADER,
-            value: Some(version.to_string().as_bytes()),
+            value: Some(itoa::Buffer::new().format(version).as_bytes()),
         })
         .insert(Header {
             key,
@@ -105,8 +107,16 @@ fn headers(version: u32, key: &str, value: &str) -> OwnedHeaders {
 
 /// Headers of a forwarded input record.
 pub fn forwarded_headers(channel: Channel, offset: i64) -> OwnedHeaders {
-    let origin = format!("{}:{offset}", channel_text(channel));
-    headers(FIRST_VERSION, ORIGIN_HEADER, &origin)
+    // Written on the stack: this runs for every record forwarded.
+    let mut origin = [0u8; 64];
+    let len = {
+        let mut w = &mut origin[..];
+        let (input, partition) = (channel.input.as_str(), channel.partition);
+        write!(w, "{input}:{partition}:{offset}").expect("an input name and two integers fit");
+        64 - w.len()
+    };
+    let origin = std::str::from_utf8(&origin[..len]).expect("written from text");
+    headers(FIRST_VERSION, ORIGIN_HEADER, origin)
 }
 
 /// Headers of a marker about `channel`.
@@ -316,6 +326,21 @@ mod tests {
             Some("1"),
             "a release before the split reads what has not changed"
         );
+        // The longest origin there can be (it is written in a buffer on the stack).
+        for input in Input::ALL {
+            let widest = Channel {
+                input,
+                partition: i32::MAX,
+            };
+            let m = message(forwarded_headers(widest, i64::MAX));
+            assert_eq!(
+                read(m.headers()),
+                Ok(LogRecord::Forwarded {
+                    channel: widest,
+                    offset: i64::MAX
+                })
+            );
+        }
     }
 
     #[test]
