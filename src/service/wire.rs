@@ -17,8 +17,6 @@
 //! went elsewhere between two records of a partition reaches it in forward order, so its merge
 //! sees the order a single state task would.
 
-use std::io::Write;
-
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 
 use crate::engine::Observation;
@@ -107,16 +105,11 @@ fn headers(version: u32, key: &str, value: &str) -> OwnedHeaders {
 
 /// Headers of a forwarded input record.
 pub fn forwarded_headers(channel: Channel, offset: i64) -> OwnedHeaders {
-    // Written on the stack: this runs for every record forwarded.
-    let mut origin = [0u8; 64];
-    let len = {
-        let mut w = &mut origin[..];
-        let (input, partition) = (channel.input.as_str(), channel.partition);
-        write!(w, "{input}:{partition}:{offset}").expect("an input name and two integers fit");
-        64 - w.len()
-    };
-    let origin = std::str::from_utf8(&origin[..len]).expect("written from text");
-    headers(FIRST_VERSION, ORIGIN_HEADER, origin)
+    // One string for the origin: it runs for every record forwarded.
+    let mut origin = channel_text(channel);
+    origin.push(':');
+    origin.push_str(itoa::Buffer::new().format(offset));
+    headers(FIRST_VERSION, ORIGIN_HEADER, &origin)
 }
 
 /// Headers of a marker about `channel`.
@@ -326,7 +319,7 @@ mod tests {
             Some("1"),
             "a release before the split reads what has not changed"
         );
-        // The longest origin there can be (it is written in a buffer on the stack).
+        // The longest origin there can be.
         for input in Input::ALL {
             let widest = Channel {
                 input,
