@@ -22,6 +22,23 @@ use rdkafka::message::Message;
 /// An input partition: (topic, partition).
 pub type InputPartition = (String, i32);
 
+/// The entry of `topic`/`partition` in `map`, made (with `V`'s default) when it is missing. Found
+/// by a look at each key (an instance has a few partitions), not by a key built for the
+/// lookup: its callers run for every record, and a `String` key costs an allocation.
+pub fn entry_of<'m, V: Default>(
+    map: &'m mut BTreeMap<InputPartition, V>,
+    topic: &str,
+    partition: i32,
+) -> (&'m InputPartition, &'m mut V) {
+    let is_it = |(t, p): &InputPartition| *p == partition && t == topic;
+    if !map.keys().any(is_it) {
+        map.insert((topic.to_string(), partition), V::default());
+    }
+    map.iter_mut()
+        .find(|(k, _)| is_it(k))
+        .expect("inserted when missing")
+}
+
 #[derive(Debug)]
 struct PartitionBuffer<M, T> {
     records: VecDeque<(M, Option<i64>, T)>,
@@ -94,20 +111,9 @@ impl<M: Message, T> Aligner<M, T> {
     }
 
     /// Buffers a record with its event time and `attached`; `Some(Pause)` when its partition
-    /// reached the cap. Its partition is found by a look at each (they are a few), not by a key
-    /// built for it: this runs for every record read.
+    /// reached the cap.
     pub fn push(&mut self, m: M, event_time: Option<i64>, attached: T) -> Option<Flow> {
-        let (topic, partition) = (m.topic(), m.partition());
-        let is_it = |(t, p): &InputPartition| *p == partition && t == topic;
-        if !self.partitions.keys().any(is_it) {
-            let key = (topic.to_string(), partition);
-            self.partitions.insert(key, PartitionBuffer::default());
-        }
-        let (key, buffer) = self
-            .partitions
-            .iter_mut()
-            .find(|(k, _)| is_it(k))
-            .expect("inserted when missing");
+        let (key, buffer) = entry_of(&mut self.partitions, m.topic(), m.partition());
         buffer.position = Some(m.offset() + 1);
         buffer.records.push_back((m, event_time, attached));
         self.buffered += 1;

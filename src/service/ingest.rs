@@ -35,7 +35,7 @@ use crate::kafka::delivery::{DeliveryTally, REPORT_POLL};
 use crate::model::Input;
 use crate::parse::{Parsed, Parser};
 
-use super::align::{Aligner, Flow, InputPartition, Next};
+use super::align::{entry_of, Aligner, Flow, InputPartition, Next};
 use super::health::{Health, Observed};
 use super::route::{RecordRoute, Router};
 use super::wire::{
@@ -723,19 +723,7 @@ impl Forwarder {
                 }
             }
         }
-        // Found by a look at each (a few partitions) before a key is made: one is made only for
-        // a partition's first record since the last commit, not for each record.
-        let (topic, partition, next) = (m.topic(), m.partition(), m.offset() + 1);
-        match self
-            .pending
-            .iter_mut()
-            .find(|((t, p), _)| *p == partition && t == topic)
-        {
-            Some((_, pending)) => *pending = next,
-            None => {
-                self.pending.insert((topic.to_string(), partition), next);
-            }
-        }
+        *entry_of(&mut self.pending, m.topic(), m.partition()).1 = m.offset() + 1;
         self.channels
             .insert(channel, ChannelClock::new(Instant::now()));
         Ok(())
