@@ -466,9 +466,11 @@ impl<'c> Ingest<'c> {
                     // Looked up before a key is cloned: asked for every record forwarded.
                     let h = match judged.get(p) {
                         Some(h) => *h,
-                        None => *judged
-                            .entry(p.clone())
-                            .or_insert(hold(consumer, position, known, stale, fwd, p)),
+                        None => {
+                            let h = hold(consumer, position, known, stale, fwd, p);
+                            judged.insert(p.clone(), h);
+                            h
+                        }
                     };
                     h == Hold::Behind || (h == Hold::Live && !waited_out)
                 })
