@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The benchmark anyone can rerun: replays 1M generated actions and prints input records/s and
-# peak RSS, then the per-stage breakdown and the bytes each live dedup key costs.
+# peak RSS, then the per-stage breakdown, the floor under any replay of the same files on this
+# machine (benches/pipeline.rs) and the bytes each live dedup key costs.
 #   ONECOUNT_BENCH_ACTIONS (default 1000000), ONECOUNT_BENCH_SEED (default 1)
 # Data is generated once into target/bench-data/<actions>-<seed> and reused.
 #
