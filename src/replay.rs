@@ -7,7 +7,9 @@
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, Write};
+use std::mem::take;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Receiver, SyncSender};
 
 use serde::Serialize;
 
@@ -275,7 +277,7 @@ fn write_all<T: Serialize>(
     w.write_all(buf).map_err(err)
 }
 
-fn open_input(input: Input, path: &Path) -> Result<Box<dyn BufRead>, ReplayError> {
+fn open_input(input: Input, path: &Path) -> Result<Box<dyn BufRead + Send>, ReplayError> {
     if path == Path::new("-") {
         return Ok(Box::new(BufReader::with_capacity(1 << 16, io::stdin())));
     }
@@ -357,50 +359,222 @@ pub fn observe_gauges(metrics: &Metrics, state: &StateSize, accounted: u64, engi
 /// Drives the engine over three line sources, aligned by event time: the next line always comes
 /// from the unfinished input whose highest event time so far is lowest (ties: browser, server,
 /// orders), as if the three had arrived together. `sink` receives outputs as they are produced.
+///
+/// With more than one core, each input is read and parsed on a thread of its own, a few
+/// batches of lines ahead of the engine ([`parse_ahead`]): parsing is most of a replay's work
+/// and needs nothing from the engine. The engine still takes the lines one at a time in the
+/// order above, so the outputs are those of one thread. On one core the lines are parsed as
+/// the engine takes them: threads taking turns there only cost cache.
 pub fn run<R>(
     config: &Config,
     readers: [R; 3],
+    sink: impl FnMut(&mut Outputs, &Engine) -> Result<(), ReplayError>,
+) -> Result<Stats, ReplayError>
+where
+    R: BufRead + Send,
+{
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    run_lines(config, readers, cores > 1, sink)
+}
+
+/// [`run`], with its inputs parsed `ahead` on threads of their own or as the engine takes them.
+fn run_lines<R>(
+    config: &Config,
+    readers: [R; 3],
+    ahead: bool,
     mut sink: impl FnMut(&mut Outputs, &Engine) -> Result<(), ReplayError>,
 ) -> Result<Stats, ReplayError>
 where
-    R: BufRead,
+    R: BufRead + Send,
 {
-    let limit = config.engine.max_record_bytes;
-    let parser = Parser::new(&config.engine, &config.orders);
-    let mut engine = Engine::new(&config.engine, &config.orders);
-    let mut readers = readers.map(|r| Some(LineReader::new(r, limit)));
-    let mut out = Outputs::default();
-    let mut parsed = Vec::new();
-    let mut buf = Vec::new();
-    loop {
-        let next = Input::ALL
-            .iter()
-            .copied()
-            .filter(|i| readers[i.index()].is_some())
-            .min_by_key(|i| (engine.highest_seen(*i).unwrap_or(i64::MIN), i.index()));
-        let Some(input) = next else { break };
-        let reader = readers[input.index()].as_mut().expect("unfinished");
-        let line = reader
-            .next_line(&mut buf)
+    std::thread::scope(|scope| {
+        let mut sources = Vec::with_capacity(Input::ALL.len());
+        for (input, reader) in Input::ALL.into_iter().zip(readers) {
+            let lines = LineParser::new(config, input, reader);
+            if !ahead {
+                sources.push(Some(Source::Inline(Box::new(lines), Vec::new())));
+                continue;
+            }
+            let (batches, received) = mpsc::sync_channel(AHEAD_BATCHES);
+            std::thread::Builder::new()
+                .name(format!("parse-{}", input.as_str()))
+                .spawn_scoped(scope, move || parse_ahead(lines, batches))
+                .map_err(|source| ReplayError::Read {
+                    input: input.as_str(),
+                    source,
+                })?;
+            sources.push(Some(Source::Ahead(Ahead::new(received))));
+        }
+        // The receivers go when this returns, early or not: a parsing thread then stops at its
+        // next send, and the scope can end.
+        apply(config, &mut sources, &mut sink)
+    })
+}
+
+/// Lines a parsing thread hands over at a time, and batches it may have waiting: its input is
+/// parsed at most about a thousand lines ahead (bounded memory, whatever the file's size).
+/// Smaller batches were slower on two cores and on one (BENCHMARKS.md, session 16).
+const AHEAD_LINES: usize = 256;
+const AHEAD_BATCHES: usize = 2;
+
+/// One input's lines, read and parsed one at a time.
+struct LineParser<'c, R> {
+    config: &'c Config,
+    input: Input,
+    parser: Parser,
+    lines: LineReader<R>,
+    buf: Vec<u8>,
+}
+
+impl<'c, R: BufRead> LineParser<'c, R> {
+    fn new(config: &'c Config, input: Input, reader: R) -> Self {
+        LineParser {
+            config,
+            input,
+            parser: Parser::new(&config.engine, &config.orders),
+            lines: LineReader::new(reader, config.engine.max_record_bytes),
+            buf: Vec::new(),
+        }
+    }
+
+    /// Appends what the next line became to `out`; `false` at the end of the input.
+    fn parse_next(&mut self, out: &mut Vec<Parsed>) -> Result<bool, ReplayError> {
+        let input = self.input;
+        let line = self
+            .lines
+            .next_line(&mut self.buf)
             .map_err(|source| ReplayError::Read {
                 input: input.as_str(),
                 source,
             })?;
         match line {
-            None => {
-                readers[input.index()] = None;
-                engine.finish_input(input, &mut out);
-            }
             Some(Line::Text(offset, bytes)) => {
-                parser.parse(input, 0, offset, Some(bytes), &mut parsed);
-                for p in parsed.drain(..) {
-                    engine.process(p, &mut out);
-                }
+                self.parser.parse(input, 0, offset, Some(bytes), out);
             }
             Some(Line::TooLong(offset, prefix)) => {
-                let dead = too_long(config, input, offset, &prefix);
-                engine.process(Parsed::DeadLetter(dead), &mut out);
+                out.push(Parsed::DeadLetter(too_long(
+                    self.config,
+                    input,
+                    offset,
+                    &prefix,
+                )));
             }
+            None => return Ok(false),
+        }
+        Ok(true)
+    }
+}
+
+/// Consecutive lines of one input, parsed: each line's records, in order.
+#[derive(Default)]
+struct Batch {
+    records: Vec<Parsed>,
+    /// How many records each line became (a server body may hold several events).
+    per_line: Vec<u32>,
+}
+
+/// A parsing thread: `lines` into batches for [`apply`]; a read error goes as the last item,
+/// after the lines before it. Stops when the input ends or nobody receives any more.
+fn parse_ahead<R: BufRead>(
+    mut lines: LineParser<'_, R>,
+    batches: SyncSender<Result<Batch, ReplayError>>,
+) {
+    let mut batch = Batch::default();
+    loop {
+        let before = batch.records.len();
+        match lines.parse_next(&mut batch.records) {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(error) => {
+                if batches.send(Ok(batch)).is_ok() {
+                    let _ = batches.send(Err(error));
+                }
+                return;
+            }
+        }
+        let count = batch.records.len() - before;
+        batch
+            .per_line
+            .push(u32::try_from(count).expect("a line's records fit in u32"));
+        if batch.per_line.len() == AHEAD_LINES && batches.send(Ok(take(&mut batch))).is_err() {
+            return;
+        }
+    }
+    let _ = batches.send(Ok(batch));
+}
+
+/// The batches of one parsing thread, as [`apply`] takes them: a line at a time.
+struct Ahead {
+    batches: Receiver<Result<Batch, ReplayError>>,
+    records: std::vec::IntoIter<Parsed>,
+    per_line: std::vec::IntoIter<u32>,
+}
+
+impl Ahead {
+    fn new(batches: Receiver<Result<Batch, ReplayError>>) -> Self {
+        Ahead {
+            batches,
+            records: Vec::new().into_iter(),
+            per_line: Vec::new().into_iter(),
+        }
+    }
+}
+
+/// Where [`apply`] takes an input's parsed lines from.
+enum Source<'c, R> {
+    /// A parsing thread's batches.
+    Ahead(Ahead),
+    /// The line parsed when it is taken (one core), through a reused vector.
+    Inline(Box<LineParser<'c, R>>, Vec<Parsed>),
+}
+
+impl<R: BufRead> Source<'_, R> {
+    /// Gives the records of the input's next line to `each`; `false` at the end of the input.
+    fn next_line(&mut self, mut each: impl FnMut(Parsed)) -> Result<bool, ReplayError> {
+        match self {
+            Source::Ahead(ahead) => loop {
+                if let Some(count) = ahead.per_line.next() {
+                    ahead.records.by_ref().take(count as usize).for_each(each);
+                    return Ok(true);
+                }
+                match ahead.batches.recv() {
+                    Ok(batch) => {
+                        let batch = batch?;
+                        ahead.records = batch.records.into_iter();
+                        ahead.per_line = batch.per_line.into_iter();
+                    }
+                    // The parsing thread ended after its last batch.
+                    Err(mpsc::RecvError) => return Ok(false),
+                }
+            },
+            Source::Inline(lines, parsed) => {
+                let more = lines.parse_next(parsed)?;
+                parsed.drain(..).for_each(&mut each);
+                Ok(more)
+            }
+        }
+    }
+}
+
+/// The engine's side of [`run`]: takes the parsed lines of the inputs in event-time alignment.
+fn apply<R: BufRead>(
+    config: &Config,
+    sources: &mut [Option<Source<'_, R>>],
+    sink: &mut impl FnMut(&mut Outputs, &Engine) -> Result<(), ReplayError>,
+) -> Result<Stats, ReplayError> {
+    let mut engine = Engine::new(&config.engine, &config.orders);
+    let mut out = Outputs::default();
+    loop {
+        let next = Input::ALL
+            .iter()
+            .copied()
+            .filter(|i| sources[i.index()].is_some())
+            .min_by_key(|i| (engine.highest_seen(*i).unwrap_or(i64::MIN), i.index()));
+        let Some(input) = next else { break };
+        let source = sources[input.index()].as_mut().expect("unfinished");
+        if !source.next_line(|p| engine.process(p, &mut out))? {
+            sources[input.index()] = None;
+            engine.finish_input(input, &mut out);
         }
         if out.conversions.len() + out.discrepancies.len() >= 1024 {
             sink(&mut out, &engine)?;
@@ -452,6 +626,94 @@ mod tests {
             });
         }
         out
+    }
+
+    /// The four outputs of a replay of `inputs` as replay writes them, and its accounting.
+    fn replay_bytes(inputs: &[Vec<u8>; 3], ahead: bool) -> (Vec<u8>, Stats) {
+        let mut written = Vec::new();
+        let readers = [0, 1, 2].map(|i| BufReader::with_capacity(1 << 12, &inputs[i][..]));
+        let stats = run_lines(&Config::default(), readers, ahead, |out, _| {
+            for c in &out.conversions {
+                jsonl::append_line(&mut written, c).unwrap();
+            }
+            for d in &out.discrepancies {
+                jsonl::append_line(&mut written, d).unwrap();
+            }
+            for d in &out.dead_letters {
+                jsonl::append_line(&mut written, d).unwrap();
+            }
+            for w in &out.revenue_windows {
+                jsonl::append_line(&mut written, w).unwrap();
+            }
+            out.clear();
+            Ok(())
+        })
+        .unwrap();
+        (written, stats)
+    }
+
+    #[test]
+    fn parsed_ahead_on_threads_or_as_taken_a_replay_writes_the_same_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = crate::generate::GenerateOptions {
+            actions: 10_000,
+            seed: 7,
+            ..Default::default()
+        };
+        crate::generate::generate_to_dir(&options, dir.path()).unwrap();
+        let paths = ReplayInputs::in_dir(dir.path());
+        let inputs =
+            [&paths.browser, &paths.server, &paths.orders].map(|p| std::fs::read(p).unwrap());
+        // Several batches of each input, so batch boundaries fall everywhere in the alignment.
+        let lines = |i: usize| inputs[i].iter().filter(|b| **b == b'\n').count();
+        assert!((0..3).all(|i| lines(i) > AHEAD_LINES * (AHEAD_BATCHES + 1)));
+
+        let (inline, inline_stats) = replay_bytes(&inputs, false);
+        let (ahead, ahead_stats) = replay_bytes(&inputs, true);
+        assert!(inline_stats.conversions > 5_000 && inline_stats.dead_letters > 0);
+        assert_eq!(ahead_stats, inline_stats);
+        assert!(ahead == inline, "the outputs differ");
+    }
+
+    /// Gives `ok` bytes of a valid line, then fails.
+    struct FailingAfter {
+        ok: &'static [u8],
+    }
+
+    impl io::Read for FailingAfter {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.ok.is_empty() {
+                return Err(io::Error::other("disk gone"));
+            }
+            let n = buf.len().min(self.ok.len());
+            buf[..n].copy_from_slice(&self.ok[..n]);
+            self.ok = &self.ok[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn a_read_error_ends_the_replay_with_its_input_named_whether_parsed_ahead_or_not() {
+        for ahead in [false, true] {
+            let reader = |ok: &'static [u8]| BufReader::new(FailingAfter { ok });
+            let readers = [
+                reader(b""),
+                reader(b"{\"event\":\"ViewContent\"}\n"),
+                reader(b""),
+            ];
+            // The browser input fails at once, before anything is read of the others.
+            let err = run_lines(&Config::default(), readers, ahead, |_, _| Ok(())).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    ReplayError::Read {
+                        input: "browser",
+                        ..
+                    }
+                ),
+                "ahead {ahead}: {err}"
+            );
+        }
     }
 
     #[test]
