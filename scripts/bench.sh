@@ -76,10 +76,15 @@ if [ ! -f "$data/truth.json" ]; then
     target/release/onecount generate --actions "$actions" --seed "$seed" --out "$data"
 fi
 
-echo "== replay (one thread, files on local disk, outputs written)"
-/usr/bin/time -f "peak RSS %M KB, %e s wall, %U s user" \
-    target/release/onecount replay --browser "$data/browser.jsonl" --server "$data/server.jsonl" \
-    --orders "$data/orders.jsonl" --out "$out"
+replay() {
+    /usr/bin/time -f "peak RSS %M KB, %e s wall, %U s user, %S s system" "$@" \
+        target/release/onecount replay --browser "$data/browser.jsonl" \
+        --server "$data/server.jsonl" --orders "$data/orders.jsonl" --out "$out"
+}
+echo "== replay on every core (each input parsed on a thread of its own; outputs written)"
+replay
+echo "== replay on one core (taskset -c 0: each line parsed as the engine takes it)"
+replay taskset -c 0
 
 echo "== where the time goes"
 ONECOUNT_BENCH_DIR="$data" cargo bench --quiet --bench pipeline
