@@ -325,10 +325,11 @@ pub struct TopicsConfig {
     pub dead_letters: String,
     /// Output: per-hour tracked and backend revenue.
     pub revenue_windows: String,
-    /// Partitions of every topic onecount creates when it is missing (inputs by
-    /// `generate --kafka`; outputs and internal topics by the service). Existing topics are
-    /// never altered. Instances of one group can split at most this many partitions, and a key's
-    /// partition must not change once state is built, so choose it up front.
+    /// Partitions of the input and output topics onecount creates when they are missing (the
+    /// service creates all seven, `generate --kafka` the inputs); the internal `<group_id>-log`
+    /// and `<group_id>-changelog` get `service.state_partitions` instead. Existing topics are
+    /// never altered. The instances of one group split the inputs' partitions, so choose it up
+    /// front.
     pub partitions: u32,
     /// Replication factor of every topic onecount creates; absent: the broker's
     /// `default.replication.factor`.

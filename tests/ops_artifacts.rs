@@ -634,7 +634,7 @@ fn compose_file_is_valid_and_references_existing_files() {
         "Kafka must run in KRaft mode"
     );
     assert!(compose.contains(r#"command: ["run", "--config", "/etc/onecount/onecount.toml"]"#));
-    assert!(compose.contains(r#"command: ["generate", "--kafka", "kafka:9092", "--config", "/etc/onecount/onecount.toml"]"#));
+    assert!(compose.contains(r#"command: ["generate", "--kafka", "kafka:9092", "--config", "/etc/onecount/onecount.toml", "--actions", "100000"]"#));
     assert!(compose.contains("dockerfile: Dockerfile"));
     let sources = bind_sources(&compose);
     for wanted in ["prometheus", "grafana/provisioning", "grafana/dashboards"] {
@@ -703,6 +703,46 @@ fn compose_file_is_valid_and_references_existing_files() {
     } else {
         eprintln!(
             "no `docker compose` here: docker-compose.yml not validated against the compose spec"
+        );
+    }
+}
+
+/// The onecount commands of docker-compose.yml get past their arguments: run here with the
+/// config file swapped for one that does not exist, each fails on reading that file and not on
+/// a flag (the generator once lacked a required one and would have restarted forever).
+#[test]
+fn compose_commands_are_accepted_by_onecount() {
+    let compose = read("docker-compose.yml");
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("absent.toml").display().to_string();
+    let commands: Vec<Vec<String>> = compose
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("command: "))
+        .filter(|c| c.starts_with('['))
+        .map(|c| serde_json::from_str(c).unwrap())
+        .collect();
+    let names: Vec<&str> = commands.iter().map(|c| c[0].as_str()).collect();
+    assert_eq!(
+        names,
+        ["run", "generate"],
+        "onecount's commands in docker-compose.yml"
+    );
+    for command in &commands {
+        let args: Vec<&str> = command
+            .iter()
+            .map(|a| match a.as_str() {
+                "/etc/onecount/onecount.toml" => missing.as_str(),
+                a => a,
+            })
+            .collect();
+        let out = Command::new(env!("CARGO_BIN_EXE_onecount"))
+            .args(&args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains(&format!("cannot read {missing}")),
+            "{args:?} must fail on its missing config only: {stderr}"
         );
     }
 }
