@@ -406,7 +406,8 @@ where
             sources.push(Some(Source::Ahead(Ahead::new(received))));
         }
         // The receivers go when this returns, early or not: a parsing thread then stops at its
-        // next send, and the scope can end.
+        // next send, and the scope can end. (After an error, a thread waiting on a pipe that
+        // stays open, as standard input may, keeps the return waiting until it gets a batch.)
         apply(config, &mut sources, &mut sink)
     })
 }
