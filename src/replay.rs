@@ -403,7 +403,7 @@ where
                     input: input.as_str(),
                     source,
                 })?;
-            sources.push(Some(Source::Ahead(Ahead::new(received))));
+            sources.push(Some(Source::Ahead(Ahead::new(input, received))));
         }
         // The receivers go when this returns, early or not: a parsing thread then stops at its
         // next send, and the scope can end. (After an error, a thread waiting on a pipe that
@@ -472,10 +472,13 @@ struct Batch {
     records: Vec<Parsed>,
     /// How many records each line became (a server body may hold several events).
     per_line: Vec<u32>,
+    /// The input ends after these lines.
+    last: bool,
 }
 
-/// A parsing thread: `lines` into batches for [`apply`]; a read error goes as the last item,
-/// after the lines before it. Stops when the input ends or nobody receives any more.
+/// A parsing thread: `lines` into batches for [`apply`], the input's end marked on the last; a
+/// read error goes as the last item, after the lines before it. Stops when the input ends or
+/// nobody receives any more.
 fn parse_ahead<R: BufRead>(
     mut lines: LineParser<'_, R>,
     batches: SyncSender<Result<Batch, ReplayError>>,
@@ -501,22 +504,28 @@ fn parse_ahead<R: BufRead>(
             return;
         }
     }
+    batch.last = true;
     let _ = batches.send(Ok(batch));
 }
 
 /// The batches of one parsing thread, as [`apply`] takes them: a line at a time.
 struct Ahead {
+    input: Input,
     batches: Receiver<Result<Batch, ReplayError>>,
     records: std::vec::IntoIter<Parsed>,
     per_line: std::vec::IntoIter<u32>,
+    /// The batch taken last was the input's last.
+    ended: bool,
 }
 
 impl Ahead {
-    fn new(batches: Receiver<Result<Batch, ReplayError>>) -> Self {
+    fn new(input: Input, batches: Receiver<Result<Batch, ReplayError>>) -> Self {
         Ahead {
+            input,
             batches,
             records: Vec::new().into_iter(),
             per_line: Vec::new().into_iter(),
+            ended: false,
         }
     }
 }
@@ -538,14 +547,25 @@ impl<R: BufRead> Source<'_, R> {
                     ahead.records.by_ref().take(count as usize).for_each(each);
                     return Ok(true);
                 }
+                if ahead.ended {
+                    return Ok(false);
+                }
                 match ahead.batches.recv() {
                     Ok(batch) => {
                         let batch = batch?;
                         ahead.records = batch.records.into_iter();
                         ahead.per_line = batch.per_line.into_iter();
+                        ahead.ended = batch.last;
                     }
-                    // The parsing thread ended after its last batch.
-                    Err(mpsc::RecvError) => return Ok(false),
+                    // Gone before the input's end: it panicked (the scope raises the panic
+                    // again once the replay returns). Not an end of input: a replay short of
+                    // an input's records must not look finished.
+                    Err(mpsc::RecvError) => {
+                        return Err(ReplayError::Read {
+                            input: ahead.input.as_str(),
+                            source: io::Error::other("its parsing thread stopped"),
+                        })
+                    }
                 }
             },
             Source::Inline(lines, parsed) => {
@@ -715,6 +735,40 @@ mod tests {
                 "ahead {ahead}: {err}"
             );
         }
+    }
+
+    /// Panics on its first read, as a bug in a parsing thread would.
+    struct Panicking;
+
+    impl io::Read for Panicking {
+        fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+            panic!("a parsing thread's bug");
+        }
+    }
+
+    #[test]
+    fn a_parsing_thread_that_dies_ends_the_replay_rather_than_its_input() {
+        let server = concat!(
+            r#"{"event_source":"web","event_source_id":"C1","event":"ViewContent","#,
+            r#""event_id":"e1","event_time":1767225600}"#
+        )
+        .as_bytes();
+        let mut sink_called = false;
+        let replay = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let readers: [Box<dyn BufRead + Send>; 3] = [
+                Box::new(BufReader::new(Panicking)),
+                Box::new(server),
+                Box::new(&b""[..]),
+            ];
+            run_lines(&Config::default(), readers, true, |_, _| {
+                sink_called = true;
+                Ok(())
+            })
+        }));
+        assert!(replay.is_err(), "the thread's panic is raised again");
+        // Taken for the browser input's end, the replay would have run the server's event
+        // through and flushed it into the sink.
+        assert!(!sink_called);
     }
 
     #[test]
