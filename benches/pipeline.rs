@@ -19,7 +19,7 @@ use onecount::config::Config;
 use onecount::engine::{Engine, Outputs};
 use onecount::model::Input;
 use onecount::parse::{Parsed, Parser};
-use onecount::replay::run;
+use onecount::replay::{append_outputs, run};
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -115,20 +115,9 @@ fn main() {
     let started = Instant::now();
     let mut output_bytes = 0u64;
     let stats = run(&config, readers, |out, _| {
-        // As replay writes them (src/jsonl.rs), into a sink.
+        // As replay writes them, into a sink.
         buf.clear();
-        for c in &out.conversions {
-            onecount::jsonl::append_line(&mut buf, c).unwrap();
-        }
-        for d in &out.discrepancies {
-            onecount::jsonl::append_line(&mut buf, d).unwrap();
-        }
-        for d in &out.dead_letters {
-            onecount::jsonl::append_line(&mut buf, d).unwrap();
-        }
-        for w in &out.revenue_windows {
-            onecount::jsonl::append_line(&mut buf, w).unwrap();
-        }
+        append_outputs(&mut buf, out).unwrap();
         output_bytes += buf.len() as u64;
         sink.write_all(&buf).unwrap();
         out.clear();

@@ -277,6 +277,24 @@ fn write_all<T: Serialize>(
     w.write_all(buf).map_err(err)
 }
 
+/// Appends `out`'s records to `buf` as JSON lines, conversions, discrepancies, dead letters,
+/// then revenue windows: the bytes replay writes, in one buffer (for a measure or a comparison
+/// that needs no files).
+pub fn append_outputs(buf: &mut Vec<u8>, out: &Outputs) -> Result<(), serde_json::Error> {
+    out.conversions
+        .iter()
+        .try_for_each(|r| jsonl::append_line(buf, r))?;
+    out.discrepancies
+        .iter()
+        .try_for_each(|r| jsonl::append_line(buf, r))?;
+    out.dead_letters
+        .iter()
+        .try_for_each(|r| jsonl::append_line(buf, r))?;
+    out.revenue_windows
+        .iter()
+        .try_for_each(|r| jsonl::append_line(buf, r))
+}
+
 fn open_input(input: Input, path: &Path) -> Result<Box<dyn BufRead + Send>, ReplayError> {
     if path == Path::new("-") {
         return Ok(Box::new(BufReader::with_capacity(1 << 16, io::stdin())));
@@ -654,18 +672,7 @@ mod tests {
         let mut written = Vec::new();
         let readers = [0, 1, 2].map(|i| BufReader::with_capacity(1 << 12, &inputs[i][..]));
         let stats = run_lines(&Config::default(), readers, ahead, |out, _| {
-            for c in &out.conversions {
-                jsonl::append_line(&mut written, c).unwrap();
-            }
-            for d in &out.discrepancies {
-                jsonl::append_line(&mut written, d).unwrap();
-            }
-            for d in &out.dead_letters {
-                jsonl::append_line(&mut written, d).unwrap();
-            }
-            for w in &out.revenue_windows {
-                jsonl::append_line(&mut written, w).unwrap();
-            }
+            append_outputs(&mut written, out).unwrap();
             out.clear();
             Ok(())
         })
