@@ -157,8 +157,8 @@ pub fn run(config: &Config) -> Result<(), ServiceError> {
     // late copy meet an action still pending (docs/SERVICE.md, "Known limits"), and one run
     // of the rebalance test missed a conversion that way.
     let results = std::thread::scope(|scope| {
+        // `move`: the closure owns `input`, dropped (closed) when the stage's body returns.
         let ingest = spawn_stage(scope, "onecount-ingest", &stop, move |s| {
-            let input = input;
             ingest::Ingest::new(&input, config, topics, ingest_health)?.run(s)
         })?;
         let state = spawn_stage(scope, "onecount-state", &stop, move |s| state.run(s))?;
